@@ -1,0 +1,1 @@
+"""Benchmarks that print figures: protocol overhead, the model pair across draft lengths."""

@@ -1,0 +1,31 @@
+"""`edgespec bench protocol | pair`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+
+def add_bench_args(parser: argparse.ArgumentParser) -> None:
+    kinds = parser.add_subparsers(dest="bench", required=True)
+    protocol = kinds.add_parser("protocol", help="verify round trip vs raw TCP ping-pong; bytes per round")
+    protocol.add_argument("--rounds", type=int, default=2000)
+    protocol.add_argument("-k", type=int, default=4, help="draft length of the measured rounds")
+    pair = kinds.add_parser("pair", help="tokens/s and acceptance for k = 1..8 against target and draft alone")
+    pair.add_argument("--draft", default="demo-draft")
+    pair.add_argument("--target", default="demo-target")
+    pair.add_argument("--k", default="1,2,3,4,5,6,7,8", help="comma-separated draft lengths")
+    pair.add_argument("--max-tokens", type=int, default=48)
+    pair.add_argument("--out", help="also write the results as JSON here")
+
+
+def run_bench(args: argparse.Namespace) -> None:
+    if args.bench == "protocol":
+        from edgespec.bench.protocol_overhead import run
+
+        asyncio.run(run(args.rounds, args.k))
+    else:
+        from edgespec.bench.pair import run as run_pair
+
+        ks = [int(k) for k in args.k.split(",")]
+        asyncio.run(run_pair(args.draft, args.target, ks, args.max_tokens, args.out))

@@ -1,0 +1,116 @@
+"""One session on the cloud, as an actor: it handles its messages in arrival order on its own task,
+so a session's rounds never race each other while sessions of all edges interleave freely."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from edgespec.cloud.verifier import TargetSession, Verifier
+from edgespec.engine.worker import ModelWorker
+from edgespec.protocol.codec import ProtocolError
+from edgespec.protocol.messages import Close, Draft, Error, ErrorCode, Message, Open, Tokens, Verdict, Verify
+from edgespec.protocol.sessions import OPEN_SEQ, SessionTable
+
+log = logging.getLogger("edgespec.cloud")
+
+Send = Callable[[Message], Awaitable[object]]
+MICROSECONDS = 1_000_000
+
+
+class SessionActor:
+    def __init__(
+        self,
+        opening: Open,
+        table: SessionTable,
+        verifier: Verifier,
+        worker: ModelWorker,
+        send: Send,
+        eos_token_ids: tuple[int, ...],
+    ) -> None:
+        self.sid = opening.sid
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.last_active = time.monotonic()
+        self._table = table
+        self._verifier = verifier
+        self._worker = worker
+        self._send = send
+        self._eos = eos_token_ids
+        self._target: TargetSession | None = None
+        self._close_requested = False  # lets cloud-mode decoding stop between tokens
+        self.inbox.put_nowait(opening)
+
+    def deliver(self, message: Message) -> None:
+        self.last_active = time.monotonic()
+        self._close_requested |= isinstance(message, Close)
+        self.inbox.put_nowait(message)
+
+    async def run(self) -> None:
+        """Handle messages until Close, an error, or cancellation; always frees the KV."""
+        try:
+            while True:
+                message = await self.inbox.get()
+                if isinstance(message, Close):
+                    return
+                await self._handle(message)
+        except ProtocolError as exc:
+            await self._send_error(exc.code, exc.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("session %d failed", self.sid)
+            await self._send_error(ErrorCode.INTERNAL, "the cloud failed to process this session")
+        finally:
+            self._table.close(self.sid)
+            if self._target is not None:
+                self._verifier.release(self._target)
+                self._target = None
+
+    async def _handle(self, message: Message) -> None:
+        if isinstance(message, Open):
+            await self._open(message)
+        elif isinstance(message, Verify):
+            self._table.verify(message)
+            await self._round(message.seq, message.draft)
+
+    async def _open(self, message: Open) -> None:
+        self._target = self._verifier.open(message.prompt, message.sampling)
+        if message.cloud_decodes:
+            await self._decode_alone(message.max_new_tokens, message.ignore_eos)
+        else:
+            await self._round(OPEN_SEQ, message.draft or Draft(tokens=[]))
+
+    async def _round(self, seq: int, draft: Draft) -> None:
+        assert self._target is not None
+        result = await self._worker.run(self._verifier.verify, self._target, draft)
+        self._table.commit(self.sid, result.accepted + 1)
+        await self._send(
+            Verdict(
+                sid=self.sid,
+                seq=seq,
+                accepted=result.accepted,
+                token=result.token,
+                verify_us=int(result.seconds * MICROSECONDS),
+            )
+        )
+        self.last_active = time.monotonic()
+
+    async def _decode_alone(self, max_new_tokens: int, ignore_eos: bool) -> None:
+        """Cloud mode: decode and stream until EOS, the budget, or a Close from the edge."""
+        assert self._target is not None
+        for produced in range(1, max_new_tokens + 1):
+            token = await self._worker.run(self._verifier.decode, self._target)
+            done = produced == max_new_tokens or (token in self._eos and not ignore_eos)
+            await self._send(Tokens(sid=self.sid, tokens=[token], done=done))
+            self.last_active = time.monotonic()
+            if done or self._close_requested:
+                return
+        await self._send(Tokens(sid=self.sid, tokens=[], done=True))  # max_new_tokens was 0
+
+    async def _send_error(self, code: ErrorCode, text: str) -> None:
+        try:
+            await self._send(Error(code=code, message=text, sid=self.sid))
+        except Exception:  # the link may be gone; the session is being torn down anyway
+            log.debug("could not report an error to session %d", self.sid)

@@ -1,0 +1,75 @@
+"""The target's side of a session: prefill, verify drafted blocks, decode alone. Synchronous;
+runs on the target's worker thread."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from edgespec.config import SamplingParams
+from edgespec.engine.base import Engine, KVSession, extend
+from edgespec.protocol.messages import Draft
+from edgespec.sampling.probs import greedy_tokens, logits_to_probs
+from edgespec.sampling.rng import Stream, uniform
+from edgespec.sampling.verify import sample_dense, verify_greedy, verify_sampled
+
+
+@dataclass
+class TargetSession:
+    """What the cloud keeps for one session: its KV and the committed tokens (prompt + output)."""
+
+    kv: KVSession
+    committed: list[int]
+    sampling: SamplingParams
+    seed: int
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    accepted: int
+    token: int
+    seconds: float  # time of the forward pass and the decision
+
+
+class Verifier:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def open(self, prompt: list[int], sampling: SamplingParams) -> TargetSession:
+        seed = sampling.seed if sampling.seed is not None else 0
+        return TargetSession(self.engine.new_session(), list(prompt), sampling, seed)
+
+    def verify(self, session: TargetSession, draft: Draft) -> RoundResult:
+        """One speculative round; the first round of a session also prefills its prompt."""
+        started = time.perf_counter()
+        k = len(draft.tokens)
+        logits = extend(self.engine, session.kv, session.committed, list(draft.tokens), k + 1)  # [k+1, vocab]
+        accepted, token = self._decide(session, draft, logits)
+        session.committed += [*draft.tokens[:accepted], token]
+        self.engine.truncate(session.kv, len(session.committed) - 1)
+        return RoundResult(accepted, token, time.perf_counter() - started)
+
+    def decode(self, session: TargetSession) -> int:
+        """Cloud mode: the target's next token on its own."""
+        logits = extend(self.engine, session.kv, session.committed, [], 1)  # [1, vocab]
+        if session.sampling.greedy:
+            token = greedy_tokens(logits)[0]
+        else:
+            u = uniform(session.seed, Stream.TARGET, len(session.committed))
+            token = sample_dense(logits_to_probs(logits, session.sampling)[0], u)
+        session.committed.append(token)
+        return token
+
+    def release(self, session: TargetSession) -> None:
+        self.engine.release(session.kv)
+
+    def _decide(self, session: TargetSession, draft: Draft, logits: object) -> tuple[int, int]:
+        if session.sampling.greedy:
+            return verify_greedy(logits, draft.tokens)  # type: ignore[arg-type]
+        assert draft.q is not None  # the session table refuses sampled drafts without q
+        start = len(session.committed)
+        k = len(draft.tokens)
+        accept_u = [uniform(session.seed, Stream.ACCEPT, start + i) for i in range(k)]
+        sample_u = [uniform(session.seed, Stream.TARGET, start + i) for i in range(k + 1)]
+        probs = logits_to_probs(logits, session.sampling)  # type: ignore[arg-type]
+        return verify_sampled(probs, draft.tokens, draft.q, accept_u, sample_u)

@@ -1,0 +1,166 @@
+"""Configuration: one source of truth for every knob, validated where it is built.
+
+`SamplingParams` and `Limits` travel on the wire, so they are msgspec structs; the rest are
+frozen dataclasses. Every validation failure raises `ValueError` with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+DEFAULT_CLOUD_PORT = 8083
+AUTH_TOKEN_ENV = "EDGESPEC_AUTH_TOKEN"
+CACHE_DIR_ENV = "EDGESPEC_CACHE"
+MAX_SEED = 2**63 - 1
+
+
+class Mode(enum.Enum):
+    """How a request is decoded."""
+
+    SPEC = "spec"  # edge drafts, cloud verifies
+    CLOUD = "cloud"  # cloud decodes alone and streams tokens (the plain-cloud baseline)
+    EDGE = "edge"  # draft model alone, no cloud
+
+
+class SamplingParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How tokens are chosen from the target's logits. temperature 0 means greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.temperature <= 100.0:
+            raise ValueError(f"temperature must be in [0, 100], got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be at least 1 when given, got {self.top_k}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What a cloud accepts; sent to the edge in the handshake."""
+
+    max_k: int = 16
+    max_sessions: int = 256
+    max_context: int = 4096
+    max_frame_bytes: int = 4 * 1024 * 1024
+    max_draft_support: int = 256
+    vocab_size: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_k", "max_sessions", "max_context", "max_frame_bytes", "max_draft_support"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model to load and where it runs. `name` is a path (HF folder or .gguf) or an alias."""
+
+    name: str
+    device: str | None = None  # None: CUDA when present, else CPU
+    dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a model path or alias is required")
+        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class SpecConfig:
+    """Speculation knobs on the edge."""
+
+    num_speculative_tokens: int = 4
+    draft_support: int = 64  # largest support of a sampled draft distribution sent uplink
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.num_speculative_tokens <= 64:
+            raise ValueError(f"num_speculative_tokens must be in [0, 64], got {self.num_speculative_tokens}")
+        if not 1 <= self.draft_support <= 4096:
+            raise ValueError(f"draft_support must be in [1, 4096], got {self.draft_support}")
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    """The cloud server: where it listens, who may connect and what it allows."""
+
+    model: ModelConfig
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_CLOUD_PORT
+    auth_token: str | None = None
+    insecure_no_auth: bool = False
+    limits: Limits = field(default_factory=Limits)
+    session_idle_timeout_s: float = 300.0
+    handshake_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        if self.session_idle_timeout_s <= 0 or self.handshake_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+        if not self.auth_token and not self.insecure_no_auth and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to listen on {self.host} without an auth token: pass --auth-token "
+                f"(or set {AUTH_TOKEN_ENV}), or --insecure-no-auth if the network is trusted"
+            )
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """How the edge reaches its cloud."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_CLOUD_PORT
+    auth_token: str | None = None
+    connect_timeout_s: float = 10.0
+    reply_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port <= 65535:
+            raise ValueError(f"cloud port must be in [1, 65535], got {self.port}")
+
+    @classmethod
+    def parse(cls, address: str, auth_token: str | None = None) -> LinkConfig:
+        """Build from `HOST:PORT` (IPv6 as `[::1]:PORT`)."""
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"cloud address must be HOST:PORT, got {address!r}")
+        return cls(host=host.strip("[]"), port=int(port), auth_token=auth_token)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cache_dir() -> Path:
+    """Where fetched and converted models live (EDGESPEC_CACHE, else ~/.cache/edgespec)."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "edgespec")
+
+
+def auth_token_from_env(explicit: str | None) -> str | None:
+    return explicit or os.environ.get(AUTH_TOKEN_ENV) or None

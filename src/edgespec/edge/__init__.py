@@ -1,0 +1,1 @@
+"""The edge: the draft model, the per-request speculative loop and its modes."""

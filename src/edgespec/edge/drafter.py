@@ -1,0 +1,52 @@
+"""The draft model's side: propose a block of k tokens, or decode alone in edge mode.
+Synchronous; runs on the draft's worker thread."""
+
+from __future__ import annotations
+
+import torch
+
+from edgespec.config import SamplingParams
+from edgespec.engine.base import Engine, KVSession, extend
+from edgespec.protocol.messages import Draft, SparseDist
+from edgespec.sampling import sparse
+from edgespec.sampling.probs import greedy_tokens, logits_to_probs
+from edgespec.sampling.rng import Stream, uniform
+from edgespec.sampling.verify import sample_dense
+
+
+class Drafter:
+    def __init__(self, engine: Engine, support: int) -> None:
+        self.engine = engine
+        self.support = support  # largest draft distribution sent uplink
+
+    def propose(self, kv: KVSession, committed: list[int], k: int, sampling: SamplingParams, seed: int) -> Draft:
+        """k drafted tokens after `committed`, with their distributions when sampling."""
+        if k == 0:
+            return Draft(tokens=[], q=None if sampling.greedy else [])
+        tokens: list[int] = []
+        dists: list[SparseDist] = []
+        logits = extend(self.engine, kv, committed, [], 1)  # [1, vocab]
+        for i in range(k):
+            token, dist = self._choose(logits[0], sampling, seed, len(committed) + i)
+            tokens.append(token)
+            if dist is not None:
+                dists.append(dist)
+            if i + 1 < k:
+                logits = self.engine.forward(kv, [token], 1)
+        return Draft(tokens=tokens, q=None if sampling.greedy else dists)
+
+    def next_token(self, kv: KVSession, committed: list[int], sampling: SamplingParams, seed: int) -> int:
+        """Edge mode: the draft model's own next token, from its full distribution."""
+        logits = extend(self.engine, kv, committed, [], 1)  # [1, vocab]
+        if sampling.greedy:
+            return greedy_tokens(logits)[0]
+        u = uniform(seed, Stream.DRAFT, len(committed))
+        return sample_dense(logits_to_probs(logits, sampling)[0], u)
+
+    def _choose(
+        self, logits: torch.Tensor, sampling: SamplingParams, seed: int, position: int
+    ) -> tuple[int, SparseDist | None]:  # logits [vocab]
+        if sampling.greedy:
+            return int(logits.argmax()), None
+        dist = sparse.quantize(logits_to_probs(logits[None], sampling)[0], self.support)
+        return sparse.sample(dist, uniform(seed, Stream.DRAFT, position)), dist

@@ -1,0 +1,51 @@
+"""`edgespec generate`: one request from the command line, streamed to stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+from edgespec.config import LinkConfig, ModelConfig, Mode, SamplingParams, SpecConfig
+from edgespec.edge.launch import start_edge
+from edgespec.edge.runtime import GenerationRequest
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    model: ModelConfig
+    link: LinkConfig | None
+    spec: SpecConfig
+    mode: Mode
+    prompt: str
+    chat: bool
+    max_tokens: int
+    ignore_eos: bool
+    sampling: SamplingParams
+    print_stats: bool
+
+
+async def generate_once(options: GenerateOptions) -> None:
+    runtime, tokenizer = await start_edge(options.model, options.link, options.spec, options.mode)
+    try:
+        template = runtime.link.welcome.chat_template if runtime.link is not None else None
+        prompt = (
+            tokenizer.render_chat([{"role": "user", "content": options.prompt}], template)
+            if options.chat
+            else tokenizer.encode(options.prompt)
+        )
+        request = GenerationRequest(prompt, options.max_tokens, options.sampling, ignore_eos=options.ignore_eos)
+        generation = runtime.generate(request)
+        shown = ""
+        async for _ in generation:
+            text = tokenizer.decode(generation.tokens)
+            sys.stdout.write(text[len(shown) :])
+            sys.stdout.flush()
+            shown = text
+        print()
+        if options.print_stats:
+            print(json.dumps(generation.stats.as_dict() | {"finish_reason": generation.finish_reason.value if generation.finish_reason else None}))
+    finally:
+        if runtime.link is not None:
+            await runtime.link.close()
+        runtime.close()

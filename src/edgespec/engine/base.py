@@ -1,0 +1,58 @@
+"""The contract every model backend meets, and the KV bookkeeping built on it.
+
+A backend runs forward passes over new tokens of a session whose KV cache it keeps, returns the
+logits of the last positions, and can truncate the cache after a rejection. Forward passes are
+synchronous: callers run them on the model's worker thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass
+class KVSession:
+    """A sequence's KV cache and the tokens it holds, in order."""
+
+    cache: Any
+    tokens: list[int] = field(default_factory=list)
+
+
+class Engine(Protocol):
+    vocab_size: int
+    device: torch.device
+
+    def new_session(self) -> KVSession: ...
+
+    def forward(self, session: KVSession, tokens: list[int], n_logits: int) -> torch.Tensor:
+        """Run `tokens` after the session's cache; logits of the last n_logits positions [n_logits, vocab]."""
+        ...
+
+    def truncate(self, session: KVSession, length: int) -> None:
+        """Drop everything after the first `length` tokens."""
+        ...
+
+    def release(self, session: KVSession) -> None: ...
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def extend(engine: Engine, session: KVSession, context: list[int], extra: list[int], n_logits: int) -> torch.Tensor:
+    """Logits [n_logits, vocab] for the last positions of `context + extra`.
+
+    The cache keeps whatever prefix of `context` it already holds (at most all but the last
+    token, whose logits are needed); the rest is computed in one forward pass.
+    """
+    keep = min(common_prefix_len(session.tokens, context), len(context) - 1)
+    if keep < len(session.tokens):
+        engine.truncate(session, keep)
+    return engine.forward(session, context[keep:] + extra, n_logits)

@@ -1,0 +1,45 @@
+"""The torch backend: transformers model code, a DynamicCache per session, exact on CPU."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from edgespec.engine.base import KVSession
+
+
+def _cache_keyword(model: PreTrainedModel) -> str:
+    # transformers 5.2x renamed past_key_values to cache; the GPU machine's 5.17 still uses the old name
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+class TorchEngine:
+    def __init__(self, model: PreTrainedModel) -> None:
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self._cache_kw = _cache_keyword(model)
+
+    def new_session(self) -> KVSession:
+        return KVSession(cache=DynamicCache(config=self.model.config))
+
+    @torch.inference_mode()
+    def forward(self, session: KVSession, tokens: list[int], n_logits: int) -> torch.Tensor:
+        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        kwargs = {self._cache_kw: session.cache}
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=n_logits, **kwargs)
+        session.tokens.extend(tokens)
+        return out.logits[0, -n_logits:].float()  # [n_logits, vocab]
+
+    def truncate(self, session: KVSession, length: int) -> None:
+        surplus = len(session.tokens) - length
+        if surplus > 0:
+            session.cache.crop(-surplus)  # a negative count removes that many tokens
+            del session.tokens[length:]
+
+    def release(self, session: KVSession) -> None:
+        session.cache = None
+        session.tokens.clear()

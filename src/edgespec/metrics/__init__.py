@@ -1,0 +1,1 @@
+"""Collecting speculation and link statistics, apart from where they are reported."""

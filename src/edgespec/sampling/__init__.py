@@ -1,0 +1,1 @@
+"""Pure functions from logits to tokens: processing, sparse draft distributions, verification."""

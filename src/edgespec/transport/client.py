@@ -1,0 +1,248 @@
+"""The edge's persistent link to its cloud: handshake, then many sessions multiplexed on one
+connection, each with its own inbox, plus ping/pong for RTT."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+
+from edgespec.config import LinkConfig, SamplingParams
+from edgespec.protocol.codec import ProtocolError
+from edgespec.protocol.framing import HANDSHAKE_MAX_FRAME_BYTES
+from edgespec.protocol.handshake import answer_challenge, check_welcome
+from edgespec.protocol.messages import (
+    Challenge,
+    Close,
+    Draft,
+    Error,
+    Message,
+    Open,
+    Ping,
+    Pong,
+    TokenizerId,
+    Tokens,
+    Verdict,
+    Verify,
+    Welcome,
+)
+from edgespec.transport.connection import ConnectionClosed, FramedConnection
+
+
+class LinkError(Exception):
+    """The cloud cannot be reached, refused the handshake, or the link broke."""
+
+
+class CloudError(Exception):
+    """The cloud answered a session's request with an Error frame."""
+
+    def __init__(self, error: Error) -> None:
+        super().__init__(f"cloud error {error.code.value}: {error.message}")
+        self.code = error.code
+
+
+class _LinkLost:
+    """Put in every inbox when the connection ends."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class CloudLink:
+    def __init__(self, conn: FramedConnection, welcome: Welcome, config: LinkConfig) -> None:
+        self._conn = conn
+        self.welcome = welcome
+        self.config = config
+        self._inboxes: dict[int, asyncio.Queue[tuple[Message, int] | _LinkLost]] = {}
+        self._pongs: dict[int, asyncio.Future[None]] = {}
+        self._ids = itertools.count(1)
+        self._closed_reason: str | None = None
+        self._reader = asyncio.create_task(self._read_loop())
+
+    @classmethod
+    async def connect(cls, config: LinkConfig, tokenizer: TokenizerId) -> CloudLink:
+        where = f"{config.host}:{config.port}"
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(config.host, config.port), config.connect_timeout_s
+            )
+        except (OSError, TimeoutError) as exc:
+            raise LinkError(f"cannot reach the cloud at {where}: {exc or 'timed out'}") from None
+        conn = FramedConnection(reader, writer, HANDSHAKE_MAX_FRAME_BYTES)
+        try:
+            welcome = await asyncio.wait_for(_handshake(conn, config, tokenizer), config.connect_timeout_s)
+        except (ProtocolError, ConnectionClosed, TimeoutError) as exc:
+            await conn.close()
+            raise LinkError(f"handshake with the cloud at {where} failed: {exc or 'timed out'}") from None
+        conn.set_max_frame_bytes(welcome.limits.max_frame_bytes)
+        return cls(conn, welcome, config)
+
+    @property
+    def connected(self) -> bool:
+        return self._closed_reason is None
+
+    def session(self) -> RemoteSession:
+        sid = next(self._ids)
+        self._inboxes[sid] = asyncio.Queue()
+        return RemoteSession(self, sid)
+
+    async def ping(self) -> float:
+        """One round trip, in seconds."""
+        nonce = next(self._ids)
+        waiter = asyncio.get_running_loop().create_future()
+        self._pongs[nonce] = waiter
+        started = time.perf_counter()
+        await self.send(Ping(nonce=nonce))
+        try:
+            await asyncio.wait_for(waiter, self.config.reply_timeout_s)
+        finally:
+            self._pongs.pop(nonce, None)
+        return time.perf_counter() - started
+
+    async def send(self, message: Message) -> int:
+        if self._closed_reason is not None:
+            raise LinkError(self._closed_reason)
+        try:
+            return await self._conn.send(message)
+        except ConnectionClosed as exc:
+            raise LinkError(f"connection to the cloud lost: {exc}") from None
+
+    async def receive(self, sid: int) -> tuple[Message, int]:
+        """The next message for a session; raises LinkError if the link goes down first."""
+        try:
+            item = await asyncio.wait_for(self._inboxes[sid].get(), self.config.reply_timeout_s)
+        except TimeoutError:
+            raise LinkError(f"no reply from the cloud within {self.config.reply_timeout_s} s") from None
+        if isinstance(item, _LinkLost):
+            raise LinkError(item.reason)
+        return item
+
+    def forget(self, sid: int) -> None:
+        self._inboxes.pop(sid, None)
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        await self._conn.close()
+        self._shut_down("link closed by the edge")
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                message, size = await self._conn.recv()
+                self._route(message, size)
+        except (ConnectionClosed, ProtocolError) as exc:
+            self._shut_down(f"connection to the cloud lost: {exc}")
+
+    def _route(self, message: Message, size: int) -> None:
+        if isinstance(message, Pong):
+            waiter = self._pongs.get(message.nonce)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        elif isinstance(message, Verdict | Tokens | Error) and message.sid in self._inboxes:
+            self._inboxes[message.sid].put_nowait((message, size))
+        elif isinstance(message, Error) and message.sid is None:
+            self._shut_down(f"the cloud ended the link: {message.code.value}: {message.message}")
+
+    def _shut_down(self, reason: str) -> None:
+        if self._closed_reason is not None:
+            return
+        self._closed_reason = reason
+        for inbox in self._inboxes.values():
+            inbox.put_nowait(_LinkLost(reason))
+        for waiter in self._pongs.values():
+            if not waiter.done():
+                waiter.set_exception(LinkError(reason))
+
+
+async def _handshake(conn: FramedConnection, config: LinkConfig, tokenizer: TokenizerId) -> Welcome:
+    challenge, _ = await conn.recv()
+    _raise_if_error(challenge)
+    if not isinstance(challenge, Challenge):
+        raise LinkError(f"expected a Challenge, got {type(challenge).__name__}")
+    hello = answer_challenge(challenge, config.auth_token, tokenizer, agent="edgespec-edge")
+    await conn.send(hello)
+    welcome, _ = await conn.recv()
+    _raise_if_error(welcome)
+    if not isinstance(welcome, Welcome):
+        raise LinkError(f"expected a Welcome, got {type(welcome).__name__}")
+    check_welcome(challenge, hello, welcome, config.auth_token)
+    return welcome
+
+
+def _raise_if_error(message: Message) -> None:
+    if isinstance(message, Error):
+        raise ProtocolError(message.code, message.message)
+
+
+class RemoteSession:
+    """One request's session on the cloud; counts the bytes it moves."""
+
+    def __init__(self, link: CloudLink, sid: int) -> None:
+        self.link = link
+        self.sid = sid
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self._seq = 0
+        self._opened = False
+
+    async def first_round(
+        self, prompt: list[int], sampling: SamplingParams, max_new_tokens: int, draft: Draft
+    ) -> Verdict:
+        """Open in spec mode: the cloud prefills the prompt and verifies the first block."""
+        await self._send(Open(sid=self.sid, prompt=prompt, sampling=sampling, max_new_tokens=max_new_tokens, draft=draft))
+        self._opened = True
+        return await self._verdict()
+
+    async def round(self, start: int, draft: Draft) -> Verdict:
+        self._seq += 1
+        await self._send(Verify(sid=self.sid, seq=self._seq, start=start, draft=draft))
+        return await self._verdict()
+
+    async def stream(
+        self, prompt: list[int], sampling: SamplingParams, max_new_tokens: int, ignore_eos: bool
+    ) -> AsyncIterator[list[int]]:
+        """Cloud mode: the cloud decodes and streams its tokens."""
+        await self._send(
+            Open(
+                sid=self.sid,
+                prompt=prompt,
+                sampling=sampling,
+                max_new_tokens=max_new_tokens,
+                cloud_decodes=True,
+                ignore_eos=ignore_eos,
+            )
+        )
+        self._opened = True
+        while True:
+            message = await self._receive()
+            if not isinstance(message, Tokens):
+                raise LinkError(f"expected Tokens, got {type(message).__name__}")
+            yield message.tokens
+            if message.done:
+                return
+
+    async def close(self) -> None:
+        """Free the session on the cloud; best effort when the link is already down."""
+        if self._opened and self.link.connected:
+            try:
+                await self._send(Close(sid=self.sid))
+            except LinkError:
+                pass
+        self.link.forget(self.sid)
+
+    async def _send(self, message: Message) -> None:
+        self.bytes_up += await self.link.send(message)
+
+    async def _receive(self) -> Message:
+        message, size = await self.link.receive(self.sid)
+        self.bytes_down += size
+        if isinstance(message, Error):
+            raise CloudError(message)
+        return message
+
+    async def _verdict(self) -> Verdict:
+        message = await self._receive()
+        if not isinstance(message, Verdict) or message.seq != self._seq:
+            raise LinkError(f"expected the verdict of round {self._seq}, got {message!r}")
+        return message

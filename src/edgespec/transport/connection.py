@@ -1,0 +1,68 @@
+"""A framed, message-level connection over asyncio streams."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+
+from edgespec.protocol.codec import decode, encode
+from edgespec.protocol.framing import FrameBuffer, frame
+from edgespec.protocol.messages import Message
+
+_READ_CHUNK = 64 * 1024
+
+
+class ConnectionClosed(Exception):
+    """The peer closed the connection (or it broke)."""
+
+
+class FramedConnection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame_bytes: int) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._frames = FrameBuffer(max_frame_bytes)
+        self._bodies: deque[bytes] = deque()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small frames must not wait
+        self.peer = str(writer.get_extra_info("peername"))
+
+    def set_max_frame_bytes(self, limit: int) -> None:
+        self._frames.max_frame_bytes = limit
+
+    async def send(self, message: Message) -> int:
+        """Send one message; returns the bytes it took on the wire."""
+        data = frame(encode(message))
+        try:
+            self._writer.write(data)  # one write per frame, so concurrent senders never interleave
+            await self._writer.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            raise ConnectionClosed(str(exc)) from None
+        self.bytes_sent += len(data)
+        return len(data)
+
+    async def recv(self) -> tuple[Message, int]:
+        """The next message and its size on the wire. Raises ProtocolError on a bad frame."""
+        while not self._bodies:
+            try:
+                data = await self._reader.read(_READ_CHUNK)
+            except ConnectionError as exc:
+                raise ConnectionClosed(str(exc)) from None
+            if not data:
+                raise ConnectionClosed("peer closed the connection")
+            self._bodies.extend(self._frames.feed(data))
+        body = self._bodies.popleft()
+        self.bytes_received += len(body) + 4
+        return decode(body), len(body) + 4
+
+    async def close(self) -> None:
+        if self._writer.is_closing():
+            return
+        self._writer.close()
+        try:
+            await self._writer.wait_closed()
+        except (ConnectionError, RuntimeError):
+            pass

@@ -1,0 +1,82 @@
+"""The heart of the suite, part one: greedy speculative output is token-identical to the target
+alone, with a real cloud process over TCP, for several prompts and draft lengths."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from edgespec.config import LinkConfig, ModelConfig, Mode
+from edgespec.edge.launch import start_edge
+from edgespec.edge.runtime import GenerationRequest
+from tests.conftest import TinyPair
+
+PROMPTS = [
+    "def quicksort(arr):",
+    "The invention of the printing press",
+    "A hash map stores",
+    "for i in range(10):",
+]
+MAX_TOKENS = 40
+
+
+def reference_greedy(model_path: object, prompt: list[int], max_tokens: int) -> list[int]:
+    """Plain transformers greedy decoding: the target alone, outside edgespec."""
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([prompt]), max_new_tokens=max_tokens, do_sample=False, eos_token_id=None, pad_token_id=0
+        )
+    return out[0, len(prompt) :].tolist()
+
+
+async def generate_all(port: int, draft: object, modes_and_k: list[tuple[Mode, int]]) -> dict[tuple[Mode, int, str], list[int]]:
+    runtime, tokenizer = await start_edge(ModelConfig(str(draft)), LinkConfig(port=port))
+    outputs = {}
+    try:
+        for prompt_text in PROMPTS:
+            prompt = tokenizer.encode(prompt_text)
+            for mode, k in modes_and_k:
+                request = GenerationRequest(prompt, MAX_TOKENS, mode=mode, num_speculative_tokens=k, ignore_eos=True)
+                outputs[(mode, k, prompt_text)] = await runtime.generate(request).collect()
+    finally:
+        assert runtime.link is not None
+        await runtime.link.close()
+        runtime.close()
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def outputs(tiny_cloud: int, tiny_pair: TinyPair) -> dict[tuple[Mode, int, str], list[int]]:
+    combos = [(Mode.SPEC, 1), (Mode.SPEC, 3), (Mode.SPEC, 8), (Mode.CLOUD, 0), (Mode.EDGE, 0)]
+    return asyncio.run(generate_all(tiny_cloud, tiny_pair.draft, combos))
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize("prompt_text", PROMPTS)
+def test_spec_output_equals_the_target_alone(outputs: dict, tiny_pair: TinyPair, prompt_text: str, k: int) -> None:
+    from transformers import AutoTokenizer
+
+    prompt = AutoTokenizer.from_pretrained(tiny_pair.target).encode(prompt_text)
+    expected = reference_greedy(tiny_pair.target, prompt, MAX_TOKENS)
+    assert outputs[(Mode.SPEC, k, prompt_text)] == expected
+    assert outputs[(Mode.CLOUD, 0, prompt_text)] == expected
+
+
+@pytest.mark.parametrize("prompt_text", PROMPTS)
+def test_edge_mode_equals_the_draft_alone(outputs: dict, tiny_pair: TinyPair, prompt_text: str) -> None:
+    from transformers import AutoTokenizer
+
+    prompt = AutoTokenizer.from_pretrained(tiny_pair.draft).encode(prompt_text)
+    assert outputs[(Mode.EDGE, 0, prompt_text)] == reference_greedy(tiny_pair.draft, prompt, MAX_TOKENS)
+
+
+def test_the_draft_is_neither_perfect_nor_useless(outputs: dict) -> None:
+    """Equality must be earned through both accepts and rejections."""
+    spec = outputs[(Mode.SPEC, 3, PROMPTS[0])]
+    edge = outputs[(Mode.EDGE, 0, PROMPTS[0])]
+    assert spec != edge
+    assert spec[:1] == edge[:1] or spec[:2] != edge[:2]
