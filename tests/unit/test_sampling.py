@@ -1,0 +1,99 @@
+"""Pure sampling functions: processing, sparse quantized drafts, greedy and stochastic verification."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from edgespec.config import SamplingParams
+from edgespec.protocol.messages import SparseDist
+from edgespec.sampling import sparse
+from edgespec.sampling.probs import logits_to_probs
+from edgespec.sampling.rng import Stream, uniform
+from edgespec.sampling.verify import sample_dense, verify_greedy, verify_sampled
+
+LOGITS = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]])
+
+
+def test_temperature_softens_and_sharpens() -> None:
+    hot = logits_to_probs(LOGITS, SamplingParams(temperature=2.0))
+    cold = logits_to_probs(LOGITS, SamplingParams(temperature=0.5))
+    exact = torch.softmax(LOGITS / 2.0, dim=-1)
+    assert torch.allclose(hot, exact)
+    assert cold[0, 0] > hot[0, 0]
+
+
+def test_top_k_keeps_exactly_k_tokens() -> None:
+    probs = logits_to_probs(LOGITS, SamplingParams(temperature=1.0, top_k=2))
+    assert torch.count_nonzero(probs).item() == 2
+    assert torch.allclose(probs[0, :2], torch.softmax(LOGITS[0, :2], dim=-1))
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
+    full = torch.softmax(LOGITS, dim=-1)[0]
+    mass_of_two = float(full[:2].sum())
+    probs = logits_to_probs(LOGITS, SamplingParams(temperature=1.0, top_p=mass_of_two - 0.01))
+    assert torch.count_nonzero(probs).item() == 2
+    probs = logits_to_probs(LOGITS, SamplingParams(temperature=1.0, top_p=mass_of_two + 0.01))
+    assert torch.count_nonzero(probs).item() == 3
+
+
+def test_sampling_params_refuse_bad_values() -> None:
+    for bad in ({"temperature": -1.0}, {"top_p": 0.0}, {"top_p": 1.5}, {"top_k": 0}, {"seed": -1}):
+        with pytest.raises(ValueError):
+            SamplingParams(**bad)  # type: ignore[arg-type]
+
+
+def test_quantized_draft_keeps_the_top_tokens_with_integer_weights() -> None:
+    probs = torch.softmax(LOGITS[0], dim=-1)
+    dist = sparse.quantize(probs, support=3)
+    assert dist.ids == [0, 1, 2]
+    assert dist.weights[0] == sparse.WEIGHT_SCALE
+    assert sparse.probability(dist, 1) == pytest.approx(float(probs[1] / probs[:3].sum()), rel=1e-4)
+    assert sparse.probability(dist, 5) == 0.0
+
+
+def test_sparse_sampling_draws_exactly_q() -> None:
+    dist = SparseDist(ids=[7, 3, 9], weights=[5, 3, 2])
+    grid = [(i + 0.5) / 1000 for i in range(1000)]
+    counts = Counter(sparse.sample(dist, u) for u in grid)
+    assert counts == {7: 500, 3: 300, 9: 200}
+
+
+def test_dense_sampling_never_picks_a_zero_probability_token() -> None:
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.5, 0.0])
+    assert {sample_dense(probs, u) for u in (0.0, 0.25, 0.4999, 0.5, 0.9999999)} == {1, 3}
+
+
+def test_uniforms_are_reproducible_and_independent_across_streams() -> None:
+    assert uniform(5, Stream.ACCEPT, 10) == uniform(5, Stream.ACCEPT, 10)
+    assert uniform(5, Stream.ACCEPT, 10) != uniform(5, Stream.TARGET, 10)
+    assert uniform(5, Stream.ACCEPT, 10) != uniform(6, Stream.ACCEPT, 10)
+
+
+def test_greedy_verification_accepts_the_matching_prefix() -> None:
+    target = torch.full((4, 10), -1.0)
+    for row, token in enumerate([4, 2, 7, 1]):
+        target[row, token] = 1.0
+    assert verify_greedy(target, [4, 2, 7]) == (3, 1)  # all accepted, bonus token
+    assert verify_greedy(target, [4, 5, 7]) == (1, 2)  # first mismatch replaced by the argmax
+    assert verify_greedy(target[:1], []) == (0, 4)
+
+
+def test_rejection_sampling_outputs_the_target_distribution() -> None:
+    """One drafted position from a q that is sparse and unlike p; the output must follow p."""
+    p = torch.tensor([[0.1, 0.4, 0.2, 0.3, 0.0], [0.2, 0.2, 0.2, 0.2, 0.2]])
+    q = SparseDist(ids=[0, 4, 2], weights=[6, 3, 1])  # covers p's zero, misses 1 and 3
+    n = 20000
+    counts: Counter[int] = Counter()
+    for i in range(n):
+        drafted = sparse.sample(q, uniform(1, Stream.DRAFT, i))
+        accepted, token = verify_sampled(p, [drafted], [q], [uniform(1, Stream.ACCEPT, i)], [uniform(1, Stream.TARGET, i)] * 2)
+        counts[drafted if accepted else token] += 1
+    observed = [counts[t] for t in (0, 1, 2, 3)]
+    assert counts[4] == 0
+    expected = [n * float(x) for x in p[0, :4].double() / p[0, :4].double().sum()]
+    assert chisquare(observed, expected).pvalue > 1e-3
