@@ -13,8 +13,8 @@ from edgespec.config import (
     CloudConfig,
     Limits,
     LinkConfig,
-    ModelConfig,
     Mode,
+    ModelConfig,
     SamplingParams,
     SpecConfig,
     auth_token_from_env,
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: argparse._SubParsersAction,
     name: str,
     help_text: str,
     add_args: Callable[[argparse.ArgumentParser], None],
@@ -74,7 +74,9 @@ def _add(
 def _model_args(parser: argparse.ArgumentParser, flag: str = "--model") -> None:
     parser.add_argument(flag, required=True, help="HF folder, .gguf file, or alias (demo-draft, demo-target)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU"
+    )
     parser.add_argument("--threads", type=int, help="CPU threads for the model (default: torch's choice)")
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgespec.cloud.process import cloud_process
-from edgespec.config import LinkConfig, ModelConfig, Mode, SamplingParams, SpecConfig
+from edgespec.config import LinkConfig, Mode, ModelConfig, SamplingParams, SpecConfig
 from edgespec.edge.launch import start_edge
 from edgespec.edge.runtime import EdgeRuntime, GenerationRequest
 from edgespec.engine.fetch import resolve_model_path
@@ -42,7 +42,9 @@ async def run_demo(options: DemoOptions) -> None:
         )
         assert runtime.link is not None
         try:
-            prompt = tokenizer.render_chat([{"role": "user", "content": options.prompt}], runtime.link.welcome.chat_template)
+            prompt = tokenizer.render_chat(
+                [{"role": "user", "content": options.prompt}], runtime.link.welcome.chat_template
+            )
             rtt_ms = await _median_rtt_ms(runtime.link)
             results = [await _run_mode(runtime, tokenizer, prompt, mode, options) for mode in Mode]
         finally:
@@ -71,7 +73,16 @@ async def _median_rtt_ms(link: CloudLink) -> float:
 
 
 def _print_table(results: list[SpecStats], rtt_ms: float, options: DemoOptions) -> None:
-    header = ("mode", "tokens", "tok/s", "accept rate", "mean acc len", "target fwd/token", "bytes up/round", "bytes down/round")
+    header = (
+        "mode",
+        "tokens",
+        "tok/s",
+        "accept rate",
+        "mean acc len",
+        "target fwd/token",
+        "bytes up/round",
+        "bytes down/round",
+    )
     rows = [header] + [_row(stats) for stats in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     print(f"\nk = {options.num_speculative_tokens}, loopback RTT {rtt_ms:.2f} ms (median of {PINGS} pings)")

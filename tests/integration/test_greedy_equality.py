@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from edgespec.config import LinkConfig, ModelConfig, Mode
+from edgespec.config import LinkConfig, Mode, ModelConfig
 from edgespec.edge.launch import start_edge
 from edgespec.edge.runtime import GenerationRequest
 from tests.conftest import TinyPair
@@ -33,7 +33,9 @@ def reference_greedy(model_path: object, prompt: list[int], max_tokens: int) -> 
     return out[0, len(prompt) :].tolist()
 
 
-async def generate_all(port: int, draft: object, modes_and_k: list[tuple[Mode, int]]) -> dict[tuple[Mode, int, str], list[int]]:
+async def generate_all(
+    port: int, draft: object, modes_and_k: list[tuple[Mode, int]]
+) -> dict[tuple[Mode, int, str], list[int]]:
     runtime, tokenizer = await start_edge(ModelConfig(str(draft)), LinkConfig(port=port))
     outputs = {}
     try:

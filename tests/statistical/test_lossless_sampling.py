@@ -19,7 +19,7 @@ import torch
 from scipy.stats import chisquare
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from edgespec.config import LinkConfig, ModelConfig, Mode, SamplingParams
+from edgespec.config import LinkConfig, Mode, ModelConfig, SamplingParams
 from edgespec.edge.launch import start_edge
 from edgespec.edge.runtime import GenerationRequest
 from edgespec.sampling.probs import logits_to_probs
@@ -43,7 +43,7 @@ def exact_distribution(model_path: Path, prompt: list[int], length: int) -> dict
             logits = model(torch.tensor([prompt + list(p) for p in prefixes])).logits[:, -1]
         probs = logits_to_probs(logits, PARAMS).double()
         dist = {
-            prefix + (token,): dist[prefix] * float(probs[row, token])
+            (*prefix, token): dist[prefix] * float(probs[row, token])
             for row, prefix in enumerate(prefixes)
             for token in torch.nonzero(probs[row]).flatten().tolist()
         }
@@ -110,7 +110,9 @@ def test_first_two_tokens_follow_the_target_jointly(spec_samples: list, target_d
 
 
 @pytest.mark.parametrize("position", [0, 1, 2])
-def test_each_of_the_first_three_tokens_follows_the_target(spec_samples: list, target_dist: dict, position: int) -> None:
+def test_each_of_the_first_three_tokens_follows_the_target(
+    spec_samples: list, target_dist: dict, position: int
+) -> None:
     counts = Counter((sample[position],) for sample in spec_samples)
     assert chi_square_pvalue(counts, marginal(target_dist, position)) > SIGNIFICANCE
 
@@ -119,7 +121,9 @@ def test_the_draft_really_differs_and_is_often_accepted(spec_samples: list, tiny
     """Without this, the test above could pass with a draft equal to the target."""
     draft_dist = exact_distribution(tiny_pair.draft, prompt, 1)
     target_first = exact_distribution(tiny_pair.target, prompt, 1)
-    tv = 0.5 * sum(abs(draft_dist.get(c, 0.0) - target_first.get(c, 0.0)) for c in draft_dist.keys() | target_first.keys())
+    tv = 0.5 * sum(
+        abs(draft_dist.get(c, 0.0) - target_first.get(c, 0.0)) for c in draft_dist.keys() | target_first.keys()
+    )
     assert tv > 0.05
     assert chi_square_pvalue(Counter((s[0],) for s in spec_samples), draft_dist) < SIGNIFICANCE
 

@@ -161,7 +161,10 @@ def test_session_table_refuses_bad_requests() -> None:
     assert _code(table.verify, Verify(sid=1, seq=1, start=9, draft=Draft([1]))) is ErrorCode.OUT_OF_ORDER
     assert _code(table.verify, Verify(sid=1, seq=1, start=4, draft=Draft([100]))) is ErrorCode.INVALID_REQUEST
     assert _code(table.verify, Verify(sid=1, seq=1, start=4, draft=Draft([1] * 9))) is ErrorCode.INVALID_REQUEST
-    assert _code(table.verify, Verify(sid=1, seq=1, start=4, draft=Draft([1], [SparseDist([1], [1])]))) is ErrorCode.INVALID_REQUEST
+    assert (
+        _code(table.verify, Verify(sid=1, seq=1, start=4, draft=Draft([1], [SparseDist([1], [1])])))
+        is ErrorCode.INVALID_REQUEST
+    )
     assert _code(table.open, _open(2, prompt=[])) is ErrorCode.INVALID_REQUEST
     assert _code(table.open, _open(2, prompt=[1] * 60)) is ErrorCode.CONTEXT_TOO_LONG
     assert _code(table.open, _open(2, prompt=[1, 150])) is ErrorCode.INVALID_REQUEST

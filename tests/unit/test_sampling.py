@@ -91,7 +91,9 @@ def test_rejection_sampling_outputs_the_target_distribution() -> None:
     counts: Counter[int] = Counter()
     for i in range(n):
         drafted = sparse.sample(q, uniform(1, Stream.DRAFT, i))
-        accepted, token = verify_sampled(p, [drafted], [q], [uniform(1, Stream.ACCEPT, i)], [uniform(1, Stream.TARGET, i)] * 2)
+        accepted, token = verify_sampled(
+            p, [drafted], [q], [uniform(1, Stream.ACCEPT, i)], [uniform(1, Stream.TARGET, i)] * 2
+        )
         counts[drafted if accepted else token] += 1
     observed = [counts[t] for t in (0, 1, 2, 3)]
     assert counts[4] == 0

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from edgespec.cloud.process import cloud_process
-from edgespec.config import LinkConfig, ModelConfig, Mode
+from edgespec.config import LinkConfig, Mode, ModelConfig
 from edgespec.edge.launch import start_edge
 from edgespec.edge.runtime import EdgeRuntime, GenerationRequest
 from edgespec.engine.fetch import resolve_model_path
@@ -26,9 +26,14 @@ async def run(draft: str, target: str, ks: list[int], max_tokens: int, out: str 
         runtime, tokenizer = await start_edge(ModelConfig(str(draft_path)), LinkConfig(port=port))
         assert runtime.link is not None
         template = runtime.link.welcome.chat_template
-        prompts = {name: tokenizer.render_chat([{"role": "user", "content": text}], template) for name, text in PROMPTS.items()}
+        prompts = {
+            name: tokenizer.render_chat([{"role": "user", "content": text}], template) for name, text in PROMPTS.items()
+        }
         cells = [(Mode.CLOUD, 0), (Mode.EDGE, 0)] + [(Mode.SPEC, k) for k in ks]
-        print(f"{'mode':>6} {'k':>2} {'tokens':>6} {'tok/s':>7} {'accept':>7} {'mean len':>8} {'fwd/token':>9}", flush=True)
+        print(
+            f"{'mode':>6} {'k':>2} {'tokens':>6} {'tok/s':>7} {'accept':>7} {'mean len':>8} {'fwd/token':>9}",
+            flush=True,
+        )
         results = []
         for mode, k in cells:
             stats = await _measure(runtime, prompts, mode, k, max_tokens)
@@ -40,18 +45,30 @@ async def run(draft: str, target: str, ks: list[int], max_tokens: int, out: str 
         Path(out).write_text(json.dumps({"max_tokens": max_tokens, "prompts": PROMPTS, "results": results}, indent=1))
 
 
-async def _measure(runtime: EdgeRuntime, prompts: dict[str, list[int]], mode: Mode, k: int, max_tokens: int) -> SpecStats:
+async def _measure(
+    runtime: EdgeRuntime, prompts: dict[str, list[int]], mode: Mode, k: int, max_tokens: int
+) -> SpecStats:
     """All prompts in a row, summed into one SpecStats."""
     total = SpecStats(mode=mode.value)
     for prompt in prompts.values():
-        generation = runtime.generate(GenerationRequest(prompt, max_tokens, mode=mode, num_speculative_tokens=k, ignore_eos=True))
+        generation = runtime.generate(
+            GenerationRequest(prompt, max_tokens, mode=mode, num_speculative_tokens=k, ignore_eos=True)
+        )
         await generation.collect()
         _add(total, generation.stats)
     return total
 
 
 def _add(total: SpecStats, one: SpecStats) -> None:
-    for name in ("output_tokens", "rounds", "draft_tokens", "accepted_tokens", "target_forwards", "bytes_up", "bytes_down"):
+    for name in (
+        "output_tokens",
+        "rounds",
+        "draft_tokens",
+        "accepted_tokens",
+        "target_forwards",
+        "bytes_up",
+        "bytes_down",
+    ):
         setattr(total, name, getattr(total, name) + getattr(one, name))
     for name in ("draft_s", "network_s", "verify_s", "wall_s"):
         setattr(total, name, getattr(total, name) + getattr(one, name))
@@ -63,5 +80,6 @@ def _line(mode: Mode, k: int, stats: SpecStats) -> str:
 
     return (
         f"{mode.value:>6} {k:>2} {stats.output_tokens:>6} {fmt(stats.tokens_per_second):>7} "
-        f"{fmt(stats.acceptance_rate):>7} {fmt(stats.mean_acceptance_length):>8} {fmt(stats.target_forwards_per_token):>9}"
+        f"{fmt(stats.acceptance_rate):>7} {fmt(stats.mean_acceptance_length):>8} "
+        f"{fmt(stats.target_forwards_per_token):>9}"
     )

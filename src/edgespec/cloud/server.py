@@ -167,7 +167,12 @@ class EdgeConnection:
     def _start_session(self, message: Open) -> None:
         self.table.open(message)
         actor = SessionActor(
-            message, self.table, self.server.verifier, self.server.worker, self.conn.send, self.server.tokenizer.eos_token_ids
+            message,
+            self.table,
+            self.server.verifier,
+            self.server.worker,
+            self.conn.send,
+            self.server.tokenizer.eos_token_ids,
         )
         self.actors[message.sid] = actor
         task = self._spawn(actor.run())

@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from edgespec.config import LinkConfig, ModelConfig, Mode, SamplingParams, SpecConfig
+from edgespec.config import LinkConfig, Mode, ModelConfig, SamplingParams, SpecConfig
 from edgespec.edge.launch import start_edge
 from edgespec.edge.runtime import GenerationRequest
 
@@ -44,7 +44,12 @@ async def generate_once(options: GenerateOptions) -> None:
             shown = text
         print()
         if options.print_stats:
-            print(json.dumps(generation.stats.as_dict() | {"finish_reason": generation.finish_reason.value if generation.finish_reason else None}))
+            print(
+                json.dumps(
+                    generation.stats.as_dict()
+                    | {"finish_reason": generation.finish_reason.value if generation.finish_reason else None}
+                )
+            )
     finally:
         if runtime.link is not None:
             await runtime.link.close()

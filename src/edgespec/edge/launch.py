@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgespec.config import LinkConfig, ModelConfig, Mode, SpecConfig
+from edgespec.config import LinkConfig, Mode, ModelConfig, SpecConfig
 from edgespec.edge.runtime import EdgeRuntime
 from edgespec.engine.fetch import resolve_model_path
 from edgespec.engine.loading import load_engine

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -112,10 +112,14 @@ class EdgeRuntime:
 
     async def _speculate(
         self, generation: Generation, sampling: SamplingParams, stop: StopChecker
-    ) -> AsyncIterator[list[int]]:
+    ) -> AsyncGenerator[list[int], None]:
         request, stats = generation.request, generation.stats
         assert self.link is not None and sampling.seed is not None
-        k_wanted = self.spec.num_speculative_tokens if request.num_speculative_tokens is None else request.num_speculative_tokens
+        k_wanted = (
+            self.spec.num_speculative_tokens
+            if request.num_speculative_tokens is None
+            else request.num_speculative_tokens
+        )
         session = self.link.session()
         kv = self.engine.new_session()
         committed = list(request.prompt)
@@ -142,7 +146,7 @@ class EdgeRuntime:
 
     async def _cloud_decode(
         self, generation: Generation, sampling: SamplingParams, stop: StopChecker
-    ) -> AsyncIterator[list[int]]:
+    ) -> AsyncGenerator[list[int], None]:
         request, stats = generation.request, generation.stats
         assert self.link is not None
         session = self.link.session()
@@ -157,7 +161,7 @@ class EdgeRuntime:
 
     async def _edge_decode(
         self, generation: Generation, sampling: SamplingParams, stop: StopChecker
-    ) -> AsyncIterator[list[int]]:
+    ) -> AsyncGenerator[list[int], None]:
         assert sampling.seed is not None
         kv = self.engine.new_session()
         committed = list(generation.request.prompt)

@@ -35,6 +35,6 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
 def _forget_gguf_origin(model: PreTrainedModel) -> None:
     """The loaded weights are plain dequantized tensors, but transformers still tags the model as
     GGUF-quantized and refuses to save it; drop the tag so it saves as an ordinary model."""
-    model.hf_quantizer = None
+    setattr(model, "hf_quantizer", None)  # noqa: B010 (the attribute is typed as a module)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

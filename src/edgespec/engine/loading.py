@@ -70,7 +70,7 @@ def load_model(path: Path, config: ModelConfig) -> PreTrainedModel:
         )
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load a model from {str(path)!r}: {exc}") from None
-    return model.to(device)
+    return model.to(device)  # type: ignore[arg-type]  # transformers types .to() for dtypes only
 
 
 def load_engine(path: Path, config: ModelConfig) -> tuple[TorchEngine, TokenizerInfo]:

@@ -70,12 +70,12 @@ class Draft(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 # --- handshake ---------------------------------------------------------------------------------
 
 
-class Challenge(Base, tag="challenge"):
+class Challenge(Base, frozen=True, tag="challenge"):
     version: int
     nonce: Nonce
 
 
-class Hello(Base, tag="hello"):
+class Hello(Base, frozen=True, tag="hello"):
     version: int
     nonce: Nonce
     proof: Digest
@@ -83,7 +83,7 @@ class Hello(Base, tag="hello"):
     agent: ShortText = ""
 
 
-class Welcome(Base, tag="welcome"):
+class Welcome(Base, frozen=True, tag="welcome"):
     proof: Digest
     tokenizer: TokenizerId
     limits: Limits
@@ -95,7 +95,7 @@ class Welcome(Base, tag="welcome"):
 # --- sessions ----------------------------------------------------------------------------------
 
 
-class Open(Base, tag="open"):
+class Open(Base, frozen=True, tag="open"):
     """Start a session. In spec mode the cloud prefills and verifies `draft` in one pass."""
 
     sid: SessionId
@@ -107,7 +107,7 @@ class Open(Base, tag="open"):
     draft: Draft | None = None
 
 
-class Verify(Base, tag="verify"):
+class Verify(Base, frozen=True, tag="verify"):
     """Verify `draft`, whose first token sits at absolute position `start`."""
 
     sid: SessionId
@@ -116,7 +116,7 @@ class Verify(Base, tag="verify"):
     draft: Draft
 
 
-class Verdict(Base, tag="verdict"):
+class Verdict(Base, frozen=True, tag="verdict"):
     """The first `accepted` draft tokens stand, followed by the cloud's `token`."""
 
     sid: SessionId
@@ -126,7 +126,7 @@ class Verdict(Base, tag="verdict"):
     verify_us: Count = 0  # time the cloud spent on this round's forward pass
 
 
-class Tokens(Base, tag="tokens"):
+class Tokens(Base, frozen=True, tag="tokens"):
     """Cloud mode: tokens the cloud decoded; `done` ends the stream."""
 
     sid: SessionId
@@ -134,19 +134,19 @@ class Tokens(Base, tag="tokens"):
     done: bool = False
 
 
-class Close(Base, tag="close"):
+class Close(Base, frozen=True, tag="close"):
     sid: SessionId
 
 
-class Ping(Base, tag="ping"):
+class Ping(Base, frozen=True, tag="ping"):
     nonce: Count
 
 
-class Pong(Base, tag="pong"):
+class Pong(Base, frozen=True, tag="pong"):
     nonce: Count
 
 
-class Error(Base, tag="error"):
+class Error(Base, frozen=True, tag="error"):
     code: ErrorCode
     message: str
     sid: SessionId | None = None

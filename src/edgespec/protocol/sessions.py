@@ -24,9 +24,7 @@ class SessionBudget:
 
     def acquire(self, sid: int) -> None:
         if self.in_use >= self.limit:
-            raise ProtocolError(
-                ErrorCode.TOO_MANY_SESSIONS, f"the cloud already holds {self.limit} sessions", sid
-            )
+            raise ProtocolError(ErrorCode.TOO_MANY_SESSIONS, f"the cloud already holds {self.limit} sessions", sid)
         self.in_use += 1
 
     def release(self) -> None:
@@ -115,7 +113,9 @@ class SessionTable:
     def _check_draft(self, sid: int, draft: Draft, sampling: SamplingParams, context_len: int) -> None:
         k = len(draft.tokens)
         if k > self.limits.max_k:
-            raise ProtocolError(ErrorCode.INVALID_REQUEST, f"draft of {k} tokens exceeds max k {self.limits.max_k}", sid)
+            raise ProtocolError(
+                ErrorCode.INVALID_REQUEST, f"draft of {k} tokens exceeds max k {self.limits.max_k}", sid
+            )
         if context_len + k + 1 > self.limits.max_context:
             raise ProtocolError(ErrorCode.CONTEXT_TOO_LONG, "the draft runs past the cloud's context", sid)
         self._check_ids(sid, draft.tokens)

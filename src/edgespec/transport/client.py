@@ -4,6 +4,7 @@ connection, each with its own inbox, plus ping/pong for RTT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -190,7 +191,9 @@ class RemoteSession:
         self, prompt: list[int], sampling: SamplingParams, max_new_tokens: int, draft: Draft
     ) -> Verdict:
         """Open in spec mode: the cloud prefills the prompt and verifies the first block."""
-        await self._send(Open(sid=self.sid, prompt=prompt, sampling=sampling, max_new_tokens=max_new_tokens, draft=draft))
+        await self._send(
+            Open(sid=self.sid, prompt=prompt, sampling=sampling, max_new_tokens=max_new_tokens, draft=draft)
+        )
         self._opened = True
         return await self._verdict()
 
@@ -225,10 +228,8 @@ class RemoteSession:
     async def close(self) -> None:
         """Free the session on the cloud; best effort when the link is already down."""
         if self._opened and self.link.connected:
-            try:
+            with contextlib.suppress(LinkError):
                 await self._send(Close(sid=self.sid))
-            except LinkError:
-                pass
         self.link.forget(self.sid)
 
     async def _send(self, message: Message) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections import deque
 
@@ -62,7 +63,5 @@ class FramedConnection:
         if self._writer.is_closing():
             return
         self._writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, RuntimeError):
             await self._writer.wait_closed()
-        except (ConnectionError, RuntimeError):
-            pass
