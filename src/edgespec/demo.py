@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgespec.cloud.process import cloud_process
 from edgespec.config import LinkConfig, Mode, ModelConfig, SamplingParams, SpecConfig
+from edgespec.edge.generate_once import print_as_generated
 from edgespec.edge.launch import start_edge
 from edgespec.edge.runtime import EdgeRuntime, GenerationRequest
 from edgespec.engine.fetch import resolve_model_path
@@ -59,12 +60,7 @@ async def _run_mode(
     print(f"\n── {mode.value} mode " + "─" * 50, flush=True)
     request = GenerationRequest(prompt, options.max_tokens, options.sampling, mode=mode)
     generation = runtime.generate(request)
-    shown = ""
-    async for _ in generation:
-        text = tokenizer.decode(generation.tokens)
-        print(text[len(shown) :], end="", flush=True)
-        shown = text
-    print(flush=True)
+    await print_as_generated(generation, tokenizer)
     return generation.stats
 
 

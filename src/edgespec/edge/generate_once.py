@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from edgespec.config import LinkConfig, Mode, ModelConfig, SamplingParams, SpecConfig
 from edgespec.edge.launch import start_edge
-from edgespec.edge.runtime import GenerationRequest
+from edgespec.edge.runtime import Generation, GenerationRequest
+from edgespec.engine.tokenizer import TokenizerInfo
 
 
 @dataclass(frozen=True)
@@ -36,13 +37,7 @@ async def generate_once(options: GenerateOptions) -> None:
         )
         request = GenerationRequest(prompt, options.max_tokens, options.sampling, ignore_eos=options.ignore_eos)
         generation = runtime.generate(request)
-        shown = ""
-        async for _ in generation:
-            text = tokenizer.decode(generation.tokens)
-            sys.stdout.write(text[len(shown) :])
-            sys.stdout.flush()
-            shown = text
-        print()
+        await print_as_generated(generation, tokenizer)
         if options.print_stats:
             print(
                 json.dumps(
@@ -54,3 +49,14 @@ async def generate_once(options: GenerateOptions) -> None:
         if runtime.link is not None:
             await runtime.link.close()
         runtime.close()
+
+
+async def print_as_generated(generation: Generation, tokenizer: TokenizerInfo) -> None:
+    """Stream a generation's text to stdout as its tokens are committed."""
+    shown = ""
+    async for _ in generation:
+        text = tokenizer.decode(generation.tokens)  # whole text: a token may complete a character
+        sys.stdout.write(text[len(shown) :])
+        sys.stdout.flush()
+        shown = text
+    print()
