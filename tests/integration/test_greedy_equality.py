@@ -76,9 +76,7 @@ def test_edge_mode_equals_the_draft_alone(outputs: dict, tiny_pair: TinyPair, pr
     assert outputs[(Mode.EDGE, 0, prompt_text)] == reference_greedy(tiny_pair.draft, prompt, MAX_TOKENS)
 
 
-def test_the_draft_is_neither_perfect_nor_useless(outputs: dict) -> None:
-    """Equality must be earned through both accepts and rejections."""
-    spec = outputs[(Mode.SPEC, 3, PROMPTS[0])]
-    edge = outputs[(Mode.EDGE, 0, PROMPTS[0])]
-    assert spec != edge
-    assert spec[:1] == edge[:1] or spec[:2] != edge[:2]
+def test_the_draft_differs_from_the_target(outputs: dict) -> None:
+    """Equality must be earned through rejections, not given by a draft that equals its target."""
+    for prompt_text in PROMPTS:
+        assert outputs[(Mode.SPEC, 3, prompt_text)] != outputs[(Mode.EDGE, 0, prompt_text)]
