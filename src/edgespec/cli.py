@@ -212,12 +212,12 @@ def _models_args(parser: argparse.ArgumentParser) -> None:
 def _run_models(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from edgespec.engine.fetch import converted_dir, ensure_converted
+    from edgespec.engine.fetch import ensure_converted, is_converted
     from edgespec.engine.registry import ALIASES
 
     if args.action == "list":
         for alias, model in ALIASES.items():
-            state = "ready" if (converted_dir(model) / "config.json").is_file() else "not fetched"
+            state = "ready" if is_converted(model) else "not fetched"
             print(f"{alias:12} {state:12} {model.description}")
     elif args.action == "fetch":
         if args.alias not in ALIASES:

@@ -103,6 +103,15 @@ async def still_serves(port: int, identity: TokenizerId) -> None:
 GOOD_OPEN = Open(sid=1, prompt=[1, 2, 3], sampling=SamplingParams(), max_new_tokens=4, draft=Draft([5]))
 
 
+async def edge_with_open_session(port: int, identity: TokenizerId) -> RawEdge:
+    """A raw edge past its handshake with session 1 open and its first round answered."""
+    edge = await raw_edge(port, identity)
+    await edge.recv()  # Welcome
+    await edge.send(GOOD_OPEN)
+    assert isinstance(await edge.recv(), Verdict)
+    return edge
+
+
 @pytest.mark.parametrize(
     "bad_bytes",
     [
@@ -114,10 +123,7 @@ GOOD_OPEN = Open(sid=1, prompt=[1, 2, 3], sampling=SamplingParams(), max_new_tok
 )
 def test_broken_frames_get_an_error_and_a_closed_connection(tiny_pair: TinyPair, bad_bytes: bytes) -> None:
     async def scenario(server: CloudServer, port: int, identity: TokenizerId) -> None:
-        edge = await raw_edge(port, identity)
-        await edge.recv()  # Welcome
-        await edge.send(GOOD_OPEN)  # a session that must not leak when the connection dies
-        assert isinstance(await edge.recv(), Verdict)
+        edge = await edge_with_open_session(port, identity)  # a session that must not leak
         await edge.send_bytes(bad_bytes)
         error = await edge.recv()
         assert isinstance(error, Error) and error.code in (ErrorCode.BAD_FRAME, ErrorCode.FRAME_TOO_LARGE)
@@ -145,10 +151,7 @@ def test_bad_requests_get_an_error_and_the_connection_lives_on(
     tiny_pair: TinyPair, request_: Message, code: ErrorCode
 ) -> None:
     async def scenario(server: CloudServer, port: int, identity: TokenizerId) -> None:
-        edge = await raw_edge(port, identity)
-        await edge.recv()  # Welcome
-        await edge.send(GOOD_OPEN)
-        assert isinstance(await edge.recv(), Verdict)
+        edge = await edge_with_open_session(port, identity)
         await edge.send(request_)
         error = await edge.recv()
         assert isinstance(error, Error) and error.code is code
@@ -202,10 +205,7 @@ def test_a_silent_client_is_dropped_after_the_handshake_timeout(tiny_pair: TinyP
 
 def test_an_edge_that_vanishes_mid_session_leaves_nothing(tiny_pair: TinyPair) -> None:
     async def scenario(server: CloudServer, port: int, identity: TokenizerId) -> None:
-        edge = await raw_edge(port, identity)
-        await edge.recv()
-        await edge.send(GOOD_OPEN)
-        await edge.recv()
+        edge = await edge_with_open_session(port, identity)
         assert server.open_sessions == 1
         edge.writer.close()
 
@@ -225,10 +225,7 @@ def test_a_draft_with_another_tokenizer_is_refused_at_connect(tiny_pair: TinyPai
 
 def test_idle_sessions_expire(tiny_pair: TinyPair) -> None:
     async def scenario(server: CloudServer, port: int, identity: TokenizerId) -> None:
-        edge = await raw_edge(port, identity)
-        await edge.recv()
-        await edge.send(GOOD_OPEN)
-        await edge.recv()
+        edge = await edge_with_open_session(port, identity)
         error = await edge.recv()
         assert isinstance(error, Error) and error.code is ErrorCode.SESSION_EXPIRED
         assert server.open_sessions == 0

@@ -11,13 +11,23 @@ from collections.abc import Awaitable, Callable
 from edgespec.cloud.verifier import TargetSession, Verifier
 from edgespec.engine.worker import ModelWorker
 from edgespec.protocol.codec import ProtocolError
-from edgespec.protocol.messages import Close, Draft, Error, ErrorCode, Message, Open, Tokens, Verdict, Verify
+from edgespec.protocol.messages import (
+    MICROSECONDS_PER_SECOND,
+    Close,
+    Draft,
+    Error,
+    ErrorCode,
+    Message,
+    Open,
+    Tokens,
+    Verdict,
+    Verify,
+)
 from edgespec.protocol.sessions import OPEN_SEQ, SessionTable
 
 log = logging.getLogger("edgespec.cloud")
 
 Send = Callable[[Message], Awaitable[object]]
-MICROSECONDS = 1_000_000
 
 
 class SessionActor:
@@ -92,7 +102,7 @@ class SessionActor:
                 seq=seq,
                 accepted=result.accepted,
                 token=result.token,
-                verify_us=int(result.seconds * MICROSECONDS),
+                verify_us=int(result.seconds * MICROSECONDS_PER_SECOND),
             )
         )
         self.last_active = time.monotonic()

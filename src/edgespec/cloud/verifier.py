@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import torch
+
 from edgespec.config import SamplingParams
 from edgespec.engine.base import Engine, KVSession, extend
 from edgespec.protocol.messages import Draft
@@ -36,7 +38,7 @@ class Verifier:
         self.engine = engine
 
     def open(self, prompt: list[int], sampling: SamplingParams) -> TargetSession:
-        seed = sampling.seed if sampling.seed is not None else 0
+        seed = sampling.seed if sampling.seed is not None else 0  # edges always send one; greedy needs none
         return TargetSession(self.engine.new_session(), list(prompt), sampling, seed)
 
     def verify(self, session: TargetSession, draft: Draft) -> RoundResult:
@@ -63,13 +65,13 @@ class Verifier:
     def release(self, session: TargetSession) -> None:
         self.engine.release(session.kv)
 
-    def _decide(self, session: TargetSession, draft: Draft, logits: object) -> tuple[int, int]:
+    def _decide(self, session: TargetSession, draft: Draft, logits: torch.Tensor) -> tuple[int, int]:  # [k+1, vocab]
         if session.sampling.greedy:
-            return verify_greedy(logits, draft.tokens)  # type: ignore[arg-type]
+            return verify_greedy(logits, draft.tokens)
         assert draft.q is not None  # the session table refuses sampled drafts without q
         start = len(session.committed)
         k = len(draft.tokens)
         accept_u = [uniform(session.seed, Stream.ACCEPT, start + i) for i in range(k)]
         sample_u = [uniform(session.seed, Stream.TARGET, start + i) for i in range(k + 1)]
-        probs = logits_to_probs(logits, session.sampling)  # type: ignore[arg-type]
+        probs = logits_to_probs(logits, session.sampling)
         return verify_sampled(probs, draft.tokens, draft.q, accept_u, sample_u)

