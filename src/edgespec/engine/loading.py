@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from edgespec.config import ModelConfig
 from edgespec.engine.tokenizer import TokenizerInfo
@@ -65,12 +68,23 @@ def load_model(path: Path, config: ModelConfig) -> PreTrainedModel:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=gguf_file, dtype=resolve_dtype(config.dtype, device)
-        )
+        with _progress_bars(shown=gguf_file is not None):  # GGUF dequantizes for a minute; folders load in seconds
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=gguf_file, dtype=resolve_dtype(config.dtype, device)
+            )
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load a model from {str(path)!r}: {exc}") from None
     return model.to(device)  # type: ignore[arg-type]  # transformers types .to() for dtypes only
+
+
+@contextlib.contextmanager
+def _progress_bars(shown: bool) -> Iterator[None]:
+    was_shown = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if shown else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was_shown else hf_logging.disable_progress_bar)()
 
 
 def load_engine(path: Path, config: ModelConfig) -> tuple[TorchEngine, TokenizerInfo]:
