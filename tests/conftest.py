@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgespec.cloud.process import cloud_process
+from edgespec.processes import cloud_process
 from tests import tiny_models
 
 TINY_VOCAB = 320

@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Callable
 
 from edgespec.config import (
     DEFAULT_CLOUD_PORT,
+    DEFAULT_EDGE_PORT,
+    ApiConfig,
     CloudConfig,
+    EdgePolicy,
     Limits,
     LinkConfig,
+    LossPolicy,
     Mode,
     ModelConfig,
     SamplingParams,
     SpecConfig,
+    api_key_from_env,
     auth_token_from_env,
 )
 
@@ -49,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgespec", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add(commands, "cloud", "serve a target model to edges over TCP", _cloud_args, _run_cloud)
+    _add(
+        commands,
+        "edge",
+        "serve the OpenAI-compatible API (drafts here, verifies in the cloud)",
+        _edge_args,
+        _run_edge,
+    )
     _add(commands, "generate", "generate once from the command line (edge side)", _generate_args, _run_generate)
     _add(commands, "demo", "cloud + edge on loopback, all three modes, measured", _demo_args, _run_demo)
     _add(commands, "models", "list, fetch or convert models", _models_args, _run_models)
@@ -71,8 +84,8 @@ def _add(
 # --- shared option groups ----------------------------------------------------------------------
 
 
-def _model_args(parser: argparse.ArgumentParser, flag: str = "--model") -> None:
-    parser.add_argument(flag, required=True, help="HF folder, .gguf file, or alias (demo-draft, demo-target)")
+def _model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--model", required=required, help="HF folder, .gguf file, or alias (demo-draft, demo-target)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU"
@@ -109,6 +122,7 @@ def _cloud_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-context", type=int, default=limits.max_context, help="capped by the model's own")
     parser.add_argument("--max-k", type=int, default=limits.max_k, help="largest draft block accepted")
     parser.add_argument("--session-idle-timeout", type=float, default=300.0, help="seconds before an idle session ends")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0 picks one)")
 
 
 def _run_cloud(args: argparse.Namespace) -> None:
@@ -122,8 +136,82 @@ def _run_cloud(args: argparse.Namespace) -> None:
         insecure_no_auth=args.insecure_no_auth,
         limits=Limits(max_sessions=args.max_sessions, max_context=args.max_context, max_k=args.max_k),
         session_idle_timeout_s=args.session_idle_timeout,
+        metrics_port=args.metrics_port,
     )
     asyncio.run(serve(config))
+
+
+# --- edge --------------------------------------------------------------------------------------
+
+
+def _edge_args(parser: argparse.ArgumentParser) -> None:
+    _model_args(parser, required=False)
+    parser.add_argument("--cloud", default=f"127.0.0.1:{DEFAULT_CLOUD_PORT}", help="HOST:PORT of the cloud")
+    parser.add_argument("--auth-token", help="shared secret for the cloud link (or env EDGESPEC_AUTH_TOKEN)")
+    parser.add_argument("--host", default="127.0.0.1", help="address of the HTTP API (default: loopback only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_EDGE_PORT, help="port of the HTTP API (0 picks one)")
+    parser.add_argument("--served-model-name", help="the model name clients send (default: --model as given)")
+    parser.add_argument("--api-key", help="clients must send 'Authorization: Bearer KEY' (or env EDGESPEC_API_KEY)")
+    parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.SPEC.value, help="default mode")
+    parser.add_argument("--num-speculative-tokens", "-k", type=int, help="draft length (default 4)")
+    parser.add_argument(
+        "--speculative-config",
+        help='vLLM-style JSON, e.g. \'{"model": "demo-draft", "num_speculative_tokens": 3}\'',
+    )
+    parser.add_argument(
+        "--on-cloud-loss",
+        choices=[p.value for p in LossPolicy],
+        default=LossPolicy.WAIT.value,
+        help="while the cloud is unreachable: wait for it, draft alone (output marked), or fail with 503",
+    )
+    parser.add_argument("--cloud-wait-timeout", type=float, default=30.0, help="seconds 'wait' holds a request")
+
+
+def _run_edge(args: argparse.Namespace) -> None:
+    from edgespec.api.server import EdgeServerConfig, serve
+
+    model, k = _draft_and_k(args)
+    mode = Mode(args.mode)
+    link = None if mode is Mode.EDGE else LinkConfig.parse(args.cloud, auth_token_from_env(args.auth_token))
+    config = EdgeServerConfig(
+        model=ModelConfig(model, device=args.device, dtype=args.dtype, threads=args.threads),
+        link=link,
+        policy=EdgePolicy(
+            SpecConfig(num_speculative_tokens=k),
+            default_mode=mode,
+            on_cloud_loss=LossPolicy(args.on_cloud_loss),
+            cloud_wait_timeout_s=args.cloud_wait_timeout,
+        ),
+        api=ApiConfig(
+            host=args.host,
+            port=args.port,
+            served_model_name=args.served_model_name,
+            api_key=api_key_from_env(args.api_key),
+        ),
+    )
+    asyncio.run(serve(config))
+
+
+def _draft_and_k(args: argparse.Namespace) -> tuple[str, int]:
+    """The draft model and k from --model/-k, or from a vLLM-style --speculative-config."""
+    model, k = args.model, args.num_speculative_tokens
+    if args.speculative_config is not None:
+        try:
+            spec = json.loads(args.speculative_config)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--speculative-config is not valid JSON: {exc}") from None
+        if not isinstance(spec, dict):
+            raise ValueError("--speculative-config must be a JSON object")
+        unknown = set(spec) - {"model", "num_speculative_tokens", "remote_target", "method"}
+        if unknown:
+            raise ValueError(f"--speculative-config has unsupported keys: {', '.join(sorted(unknown))}")
+        model = model or spec.get("model")
+        k = k if k is not None else spec.get("num_speculative_tokens")
+    if not model:
+        raise ValueError("a draft model is required: --model PATH_OR_ALIAS (or a model in --speculative-config)")
+    if k is not None and not isinstance(k, int):
+        raise ValueError(f"num_speculative_tokens must be an integer, got {k!r}")
+    return str(model), SpecConfig().num_speculative_tokens if k is None else k
 
 
 # --- generate ----------------------------------------------------------------------------------
@@ -151,8 +239,7 @@ def _run_generate(args: argparse.Namespace) -> None:
     options = GenerateOptions(
         model=_model_config(args),
         link=link,
-        spec=SpecConfig(num_speculative_tokens=args.num_speculative_tokens),
-        mode=mode,
+        policy=EdgePolicy(SpecConfig(num_speculative_tokens=args.num_speculative_tokens), default_mode=mode),
         prompt=args.prompt,
         chat=args.chat,
         max_tokens=args.max_tokens,

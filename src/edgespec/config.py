@@ -15,7 +15,9 @@ from pathlib import Path
 import msgspec
 
 DEFAULT_CLOUD_PORT = 8083
+DEFAULT_EDGE_PORT = 8082
 AUTH_TOKEN_ENV = "EDGESPEC_AUTH_TOKEN"
+API_KEY_ENV = "EDGESPEC_API_KEY"
 CACHE_DIR_ENV = "EDGESPEC_CACHE"
 MAX_SEED = 2**63 - 1
 
@@ -59,10 +61,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_context: int = 4096
     max_frame_bytes: int = 4 * 1024 * 1024
     max_draft_support: int = 256
+    max_logprobs: int = 20  # top tokens reported per position, as OpenAI allows
     vocab_size: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("max_k", "max_sessions", "max_context", "max_frame_bytes", "max_draft_support"):
+        for name in ("max_k", "max_sessions", "max_context", "max_frame_bytes", "max_draft_support", "max_logprobs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -99,6 +102,42 @@ class SpecConfig:
             raise ValueError(f"draft_support must be in [1, 4096], got {self.draft_support}")
 
 
+class LossPolicy(enum.Enum):
+    """What a request does while the cloud link is down."""
+
+    WAIT = "wait"  # hold the request until the link is back (bounded), then continue exactly
+    DRAFT = "draft"  # keep going with the draft model alone; the output is marked as no longer the target's
+    FAIL = "fail"  # answer 503 at once
+
+
+@dataclass(frozen=True)
+class EdgePolicy:
+    """How the edge decodes requests by default and rides out a lost cloud link."""
+
+    spec: SpecConfig = field(default_factory=SpecConfig)
+    default_mode: Mode = Mode.SPEC
+    on_cloud_loss: LossPolicy = LossPolicy.WAIT
+    cloud_wait_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.cloud_wait_timeout_s < 0:
+            raise ValueError(f"cloud_wait_timeout_s must not be negative, got {self.cloud_wait_timeout_s}")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The edge's HTTP API."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_EDGE_PORT
+    served_model_name: str | None = None  # None: the model argument as given
+    api_key: str | None = None  # None: no key needed
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+
+
 @dataclass(frozen=True)
 class CloudConfig:
     """The cloud server: where it listens, who may connect and what it allows."""
@@ -111,8 +150,11 @@ class CloudConfig:
     limits: Limits = field(default_factory=Limits)
     session_idle_timeout_s: float = 300.0
     handshake_timeout_s: float = 10.0
+    metrics_port: int | None = None  # serve Prometheus text on this port (same host); None: no metrics
 
     def __post_init__(self) -> None:
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics port must be in [0, 65535], got {self.metrics_port}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.session_idle_timeout_s <= 0 or self.handshake_timeout_s <= 0:
@@ -164,3 +206,7 @@ def cache_dir() -> Path:
 
 def auth_token_from_env(explicit: str | None) -> str | None:
     return explicit or os.environ.get(AUTH_TOKEN_ENV) or None
+
+
+def api_key_from_env(explicit: str | None) -> str | None:
+    return explicit or os.environ.get(API_KEY_ENV) or None

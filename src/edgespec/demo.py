@@ -1,26 +1,26 @@
-"""`edgespec demo`: a real cloud process and an edge on loopback, the same prompt in all three
-modes, and a table of what was measured. Nothing is projected here; every figure is measured."""
+"""`edgespec demo`: the two halves as users deploy them — an `edgespec cloud` process with the
+target and an `edgespec edge` process with the draft — driven through the edge's OpenAI API, the
+same prompt in all three modes, and a table of what was measured. Every figure is measured."""
 
 from __future__ import annotations
 
-import asyncio
-import statistics
+import json
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from edgespec.cloud.process import cloud_process
-from edgespec.config import LinkConfig, Mode, ModelConfig, SamplingParams, SpecConfig
-from edgespec.edge.generate_once import print_as_generated
-from edgespec.edge.launch import start_edge
-from edgespec.edge.runtime import EdgeRuntime, GenerationRequest
+import httpx
+
+from edgespec.config import Mode, SamplingParams
 from edgespec.engine.fetch import resolve_model_path
-from edgespec.engine.tokenizer import TokenizerInfo
-from edgespec.metrics.stats import SpecStats
-from edgespec.transport.client import CloudLink
+from edgespec.processes import cloud_process, edge_process
 
 DEFAULT_PROMPT = "Write a Python function that checks whether a number is prime."
-PINGS = 5
+REQUEST_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -33,80 +33,102 @@ class DemoOptions:
     sampling: SamplingParams = SamplingParams()
 
 
-async def run_demo(options: DemoOptions) -> None:
+@dataclass(frozen=True)
+class ModeResult:
+    mode: Mode
+    seconds: float
+    usage: dict[str, object]
+
+
+def main(options: DemoOptions) -> None:
     target_path = resolve_model_path(options.target)  # fetch and convert here, where progress shows
     draft_path = resolve_model_path(options.draft)
-    print("starting the cloud (target model) ...", flush=True)
-    with tempfile.TemporaryDirectory() as scratch, cloud_process(target_path, log=Path(scratch) / "cloud.log") as port:
-        runtime, tokenizer = await start_edge(
-            ModelConfig(str(draft_path)), LinkConfig(port=port), SpecConfig(options.num_speculative_tokens)
-        )
-        assert runtime.link is not None
-        try:
-            prompt = tokenizer.render_chat(
-                [{"role": "user", "content": options.prompt}], runtime.link.welcome.chat_template
-            )
-            rtt_ms = await _median_rtt_ms(runtime.link)
-            results = [await _run_mode(runtime, tokenizer, prompt, mode, options) for mode in Mode]
-        finally:
-            await runtime.link.close()
-            runtime.close()
-    _print_table(results, rtt_ms, options)
+    with tempfile.TemporaryDirectory() as scratch:
+        logs = Path(scratch)
+        print("starting the cloud (target model) ...", flush=True)
+        with cloud_process(target_path, log=logs / "cloud.log") as cloud_port:
+            print(f"cloud up on 127.0.0.1:{cloud_port}; starting the edge (draft model) ...", flush=True)
+            k = str(options.num_speculative_tokens)
+            with edge_process(
+                draft_path, cloud_port, "-k", k, "--served-model-name", "demo", log=logs / "edge.log"
+            ) as port:
+                print(f"edge API on http://127.0.0.1:{port}/v1", flush=True)
+                results = [_run_mode(f"http://127.0.0.1:{port}", mode, options) for mode in Mode]
+    _print_table(results, options)
 
 
-async def _run_mode(
-    runtime: EdgeRuntime, tokenizer: TokenizerInfo, prompt: list[int], mode: Mode, options: DemoOptions
-) -> SpecStats:
+def _run_mode(base_url: str, mode: Mode, options: DemoOptions) -> ModeResult:
     print(f"\n── {mode.value} mode " + "─" * 50, flush=True)
-    request = GenerationRequest(prompt, options.max_tokens, options.sampling, mode=mode)
-    generation = runtime.generate(request)
-    await print_as_generated(generation, tokenizer)
-    return generation.stats
+    body = {
+        "model": "demo",
+        "messages": [{"role": "user", "content": options.prompt}],
+        "max_tokens": options.max_tokens,
+        "temperature": options.sampling.temperature,
+        "top_p": options.sampling.top_p,
+        "seed": options.sampling.seed,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "mode": mode.value,
+    }
+    started = time.perf_counter()
+    usage: dict[str, object] = {}
+    for chunk in _events(f"{base_url}/v1/chat/completions", body):
+        for choice in chunk["choices"]:
+            sys.stdout.write(choice["delta"].get("content") or "")
+            sys.stdout.flush()
+        usage = chunk.get("usage") or usage
+    print()
+    return ModeResult(mode, time.perf_counter() - started, usage)
 
 
-async def _median_rtt_ms(link: CloudLink) -> float:
-    return statistics.median([await link.ping() for _ in range(PINGS)]) * 1000
+def _events(url: str, body: dict[str, object]) -> Iterator[dict[str, Any]]:
+    """The JSON payloads of an SSE response, up to [DONE]."""
+    with httpx.stream("POST", url, json=body, timeout=REQUEST_TIMEOUT_S) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"the edge answered {response.status_code}: {response.read().decode()}")
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line.removeprefix("data: ")
+            if data == "[DONE]":
+                return
+            payload = json.loads(data)
+            if "error" in payload:
+                raise RuntimeError(f"the edge reported: {payload['error']['message']}")
+            yield payload
 
 
-def _print_table(results: list[SpecStats], rtt_ms: float, options: DemoOptions) -> None:
-    header = (
-        "mode",
-        "tokens",
-        "tok/s",
-        "accept rate",
-        "mean acc len",
-        "target fwd/token",
-        "bytes up/round",
-        "bytes down/round",
-    )
-    rows = [header] + [_row(stats) for stats in results]
+def _print_table(results: list[ModeResult], options: DemoOptions) -> None:
+    header = ("mode", "tokens", "tok/s", "accept rate", "mean acc len", "cloud fwd/token", "bytes up/round")
+    rows = [header] + [_row(result) for result in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    print(f"\nk = {options.num_speculative_tokens}, loopback RTT {rtt_ms:.2f} ms (median of {PINGS} pings)")
+    print(f"\nk = {options.num_speculative_tokens}, through the edge's HTTP API on loopback (wall time per request)")
     for row in rows:
         print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
     print(
         "\nOn a 2-core CPU a forward over k+1 tokens costs several single-token forwards, so spec mode is often\n"
-        "slower here than cloud mode; its gain is the cloud's forward passes per token (target fwd/token).\n"
-        "On a GPU cloud a (k+1)-token verify costs about one step. See docs/benchmarks.md."
+        "slower here than cloud mode; its gain is the cloud's forward passes per token (cloud fwd/token).\n"
+        "On a GPU cloud a (k+1)-token verify costs about one step. See docs/benchmarks.md.\n"
+        "Run the halves yourself: `edgespec cloud --model demo-target` and\n"
+        "`edgespec edge --model demo-draft --cloud 127.0.0.1:8083`, then point any OpenAI client at\n"
+        "http://127.0.0.1:8082/v1."
     )
 
 
-def _row(stats: SpecStats) -> tuple[str, ...]:
-    def fmt(value: float | None, digits: int = 2) -> str:
-        return "-" if value is None else f"{value:.{digits}f}"
+def _row(result: ModeResult) -> tuple[str, ...]:
+    def fmt(value: object, digits: int = 2) -> str:
+        return "-" if not isinstance(value, int | float) else f"{value:.{digits}f}"
 
-    rounds = stats.rounds or None
+    tokens = result.usage.get("completion_tokens", 0)
+    spec = result.usage.get("speculation") or {}
+    assert isinstance(tokens, int) and isinstance(spec, dict)
+    drafts = spec.get("num_drafts") or 0
     return (
-        stats.mode,
-        str(stats.output_tokens),
-        fmt(stats.tokens_per_second),
-        fmt(stats.acceptance_rate),
-        fmt(stats.mean_acceptance_length),
-        fmt(stats.target_forwards_per_token),
-        fmt(stats.bytes_up / rounds if rounds else None, 0),
-        fmt(stats.bytes_down / rounds if rounds else None, 0),
+        result.mode.value,
+        str(tokens),
+        fmt(tokens / result.seconds),
+        fmt(spec.get("acceptance_rate")),
+        fmt(spec.get("mean_acceptance_length")),
+        fmt(spec.get("cloud_forward_passes", 0) / tokens if tokens else None),
+        fmt(spec.get("bytes_up", 0) / drafts if drafts else None, 0),
     )
-
-
-def main(options: DemoOptions) -> None:
-    asyncio.run(run_demo(options))

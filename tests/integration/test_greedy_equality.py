@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM
 
 from edgespec.config import LinkConfig, Mode, ModelConfig
 from edgespec.edge.launch import start_edge
 from edgespec.edge.runtime import GenerationRequest
 from tests.conftest import TinyPair
+from tests.reference import reference_greedy
 
 PROMPTS = [
     "def quicksort(arr):",
@@ -23,31 +22,19 @@ PROMPTS = [
 MAX_TOKENS = 40
 
 
-def reference_greedy(model_path: object, prompt: list[int], max_tokens: int) -> list[int]:
-    """Plain transformers greedy decoding: the target alone, outside edgespec."""
-    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
-    with torch.no_grad():
-        out = model.generate(
-            torch.tensor([prompt]), max_new_tokens=max_tokens, do_sample=False, eos_token_id=None, pad_token_id=0
-        )
-    return out[0, len(prompt) :].tolist()
-
-
 async def generate_all(
     port: int, draft: object, modes_and_k: list[tuple[Mode, int]]
 ) -> dict[tuple[Mode, int, str], list[int]]:
-    runtime, tokenizer = await start_edge(ModelConfig(str(draft)), LinkConfig(port=port))
+    runtime = await start_edge(ModelConfig(str(draft)), LinkConfig(port=port))
     outputs = {}
     try:
         for prompt_text in PROMPTS:
-            prompt = tokenizer.encode(prompt_text)
+            prompt = runtime.tokenizer.encode(prompt_text)
             for mode, k in modes_and_k:
                 request = GenerationRequest(prompt, MAX_TOKENS, mode=mode, num_speculative_tokens=k, ignore_eos=True)
                 outputs[(mode, k, prompt_text)] = await runtime.generate(request).collect()
     finally:
-        assert runtime.link is not None
-        await runtime.link.close()
-        runtime.close()
+        await runtime.aclose()
     return outputs
 
 

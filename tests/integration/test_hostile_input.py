@@ -94,9 +94,9 @@ def with_server(
 async def still_serves(port: int, identity: TokenizerId) -> None:
     link = await CloudLink.connect(LinkConfig(port=port, auth_token=TOKEN), identity)
     session = link.session()
-    verdict = await session.first_round([1, 2, 3], SamplingParams(), 4, Draft([5]))
+    verdict = await session.first_round([1, 2, 3], SamplingParams(), 4, Draft([5]), None)
     assert isinstance(verdict, Verdict)
-    await session.close()
+    session.close()
     await link.close()
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from edgespec.cloud.process import cloud_process
 from edgespec.config import LinkConfig, Mode, ModelConfig
 from edgespec.edge.launch import start_edge
 from edgespec.edge.runtime import GenerationRequest
 from edgespec.engine.fetch import resolve_model_path
+from edgespec.processes import cloud_process
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 

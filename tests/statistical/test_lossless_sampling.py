@@ -69,7 +69,7 @@ def marginal(dist: dict[tuple[int, ...], float], position: int) -> dict[tuple[in
 
 
 async def sample_spec(port: int, draft: Path, prompt: list[int], k: int) -> list[tuple[int, ...]]:
-    runtime, _ = await start_edge(ModelConfig(str(draft)), LinkConfig(port=port))
+    runtime = await start_edge(ModelConfig(str(draft)), LinkConfig(port=port))
     semaphore = asyncio.Semaphore(CONCURRENCY)
 
     async def one(seed: int) -> tuple[int, ...]:
@@ -81,9 +81,7 @@ async def sample_spec(port: int, draft: Path, prompt: list[int], k: int) -> list
     try:
         return await asyncio.gather(*(one(seed) for seed in range(SAMPLES)))
     finally:
-        assert runtime.link is not None
-        await runtime.link.close()
-        runtime.close()
+        await runtime.aclose()
 
 
 @pytest.fixture(scope="module")

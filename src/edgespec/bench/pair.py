@@ -7,12 +7,12 @@ import json
 import tempfile
 from pathlib import Path
 
-from edgespec.cloud.process import cloud_process
 from edgespec.config import LinkConfig, Mode, ModelConfig
 from edgespec.edge.launch import start_edge
 from edgespec.edge.runtime import EdgeRuntime, GenerationRequest
 from edgespec.engine.fetch import resolve_model_path
 from edgespec.metrics.stats import SpecStats
+from edgespec.processes import cloud_process
 
 PROMPTS = {
     "code_chat": "Write a Python function that parses a CSV line into a list of fields.",
@@ -23,12 +23,8 @@ PROMPTS = {
 async def run(draft: str, target: str, ks: list[int], max_tokens: int, out: str | None) -> None:
     target_path, draft_path = resolve_model_path(target), resolve_model_path(draft)
     with tempfile.TemporaryDirectory() as scratch, cloud_process(target_path, log=Path(scratch) / "cloud.log") as port:
-        runtime, tokenizer = await start_edge(ModelConfig(str(draft_path)), LinkConfig(port=port))
-        assert runtime.link is not None
-        template = runtime.link.welcome.chat_template
-        prompts = {
-            name: tokenizer.render_chat([{"role": "user", "content": text}], template) for name, text in PROMPTS.items()
-        }
+        runtime = await start_edge(ModelConfig(str(draft_path)), LinkConfig(port=port))
+        prompts = {name: runtime.render_chat([{"role": "user", "content": text}]) for name, text in PROMPTS.items()}
         cells = [(Mode.CLOUD, 0), (Mode.EDGE, 0)] + [(Mode.SPEC, k) for k in ks]
         print(
             f"{'mode':>6} {'k':>2} {'tokens':>6} {'tok/s':>7} {'accept':>7} {'mean len':>8} {'fwd/token':>9}",
@@ -39,8 +35,7 @@ async def run(draft: str, target: str, ks: list[int], max_tokens: int, out: str 
             stats = await _measure(runtime, prompts, mode, k, max_tokens)
             results.append({"mode": mode.value, "k": k} | stats.as_dict())
             print(_line(mode, k, stats), flush=True)
-        await runtime.link.close()
-        runtime.close()
+        await runtime.aclose()
     if out:
         Path(out).write_text(json.dumps({"max_tokens": max_tokens, "prompts": PROMPTS, "results": results}, indent=1))
 

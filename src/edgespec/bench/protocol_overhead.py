@@ -27,6 +27,7 @@ class InstantEngine:
     """An engine that computes nothing (argmax always token 0), so only the protocol is timed."""
 
     vocab_size = VOCAB
+    max_context = 1 << 20
     device = torch.device("cpu")
 
     def __init__(self) -> None:
@@ -113,7 +114,7 @@ async def verify_round_trips(rounds: int, k: int) -> tuple[float, float]:
     session = link.session()
     draft = Draft(tokens=[0] * k)  # the instant verifier accepts zeros, so every round is a full accept
     prompt = [1]
-    await session.first_round(prompt, SamplingParams(), 1_000_000, draft)
+    await session.first_round(prompt, SamplingParams(), 1_000_000, draft, None)
     position = len(prompt) + k + 1
     samples, compute = [], []
     for _ in range(rounds):
@@ -122,7 +123,7 @@ async def verify_round_trips(rounds: int, k: int) -> tuple[float, float]:
         samples.append(time.perf_counter() - started)
         compute.append(verdict.verify_us / 1e6)
         position += k + 1
-    await session.close()
+    session.close()
     await link.close()
     await server.close()
     return statistics.median(samples), statistics.median(compute)

@@ -14,6 +14,7 @@ from edgespec.cloud.verifier import Verifier
 from edgespec.config import CloudConfig
 from edgespec.engine.tokenizer import TokenizerInfo
 from edgespec.engine.worker import ModelWorker
+from edgespec.metrics.prometheus import CloudMetrics
 from edgespec.protocol.codec import ProtocolError
 from edgespec.protocol.framing import HANDSHAKE_MAX_FRAME_BYTES
 from edgespec.protocol.handshake import check_hello, new_challenge
@@ -34,6 +35,7 @@ class CloudServer:
         self.budget = SessionBudget(self.limits.max_sessions)
         self.worker = ModelWorker("target")
         self.connections: set[EdgeConnection] = set()
+        self.metrics = CloudMetrics(lambda: self.open_sessions, lambda: len(self.connections))
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -66,10 +68,12 @@ class CloudServer:
         try:
             await asyncio.wait_for(self._handshake(conn), self.config.handshake_timeout_s)
         except TimeoutError:
+            self.metrics.refused.inc()
             await _refuse(conn, ErrorCode.HANDSHAKE_TIMEOUT, "no valid Hello in time")
             return
         except ProtocolError as exc:
             log.warning("refused %s: %s", conn.peer, exc.message)
+            self.metrics.refused.inc()
             await _refuse(conn, exc.code, exc.message)
             return
         except ConnectionClosed:
@@ -146,12 +150,14 @@ class EdgeConnection:
             if actor.last_active < deadline:
                 log.info("session %d on %s expired", sid, self.conn.peer)
                 actor.deliver(Close(sid=sid))
+                self.server.metrics.error(ErrorCode.SESSION_EXPIRED.value)
                 self._spawn(self._report(Error(code=ErrorCode.SESSION_EXPIRED, message="idle too long", sid=sid)))
 
     async def _dispatch(self, message: Message) -> None:
         try:
             self._route(message)
         except ProtocolError as exc:
+            self.server.metrics.error(exc.code.value)
             await self.conn.send(Error(code=exc.code, message=exc.message, sid=exc.sid))
 
     def _route(self, message: Message) -> None:
@@ -173,6 +179,7 @@ class EdgeConnection:
             self.server.worker,
             self.conn.send,
             self.server.tokenizer.eos_token_ids,
+            self.server.metrics,
         )
         self.actors[message.sid] = actor
         task = self._spawn(actor.run())

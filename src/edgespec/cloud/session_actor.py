@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from edgespec.cloud.verifier import TargetSession, Verifier
 from edgespec.engine.worker import ModelWorker
+from edgespec.metrics.prometheus import CloudMetrics
 from edgespec.protocol.codec import ProtocolError
 from edgespec.protocol.messages import (
     MICROSECONDS_PER_SECOND,
@@ -39,6 +40,7 @@ class SessionActor:
         worker: ModelWorker,
         send: Send,
         eos_token_ids: tuple[int, ...],
+        metrics: CloudMetrics,
     ) -> None:
         self.sid = opening.sid
         self.inbox: asyncio.Queue[Message] = asyncio.Queue()
@@ -48,6 +50,7 @@ class SessionActor:
         self._worker = worker
         self._send = send
         self._eos = eos_token_ids
+        self._metrics = metrics
         self._target: TargetSession | None = None
         self._close_requested = False  # lets cloud-mode decoding stop between tokens
         self.inbox.put_nowait(opening)
@@ -86,7 +89,8 @@ class SessionActor:
             await self._round(message.seq, message.draft)
 
     async def _open(self, message: Open) -> None:
-        self._target = self._verifier.open(message.prompt, message.sampling)
+        self._target = self._verifier.open(message.prompt, message.sampling, message.logprobs)
+        self._metrics.session_opened(message.cloud_decodes)
         if message.cloud_decodes:
             await self._decode_alone(message.max_new_tokens, message.ignore_eos)
         else:
@@ -96,6 +100,7 @@ class SessionActor:
         assert self._target is not None
         result = await self._worker.run(self._verifier.verify, self._target, draft)
         self._table.commit(self.sid, result.accepted + 1)
+        self._metrics.verified(len(draft.tokens), result.accepted, result.seconds)
         await self._send(
             Verdict(
                 sid=self.sid,
@@ -103,6 +108,7 @@ class SessionActor:
                 accepted=result.accepted,
                 token=result.token,
                 verify_us=int(result.seconds * MICROSECONDS_PER_SECOND),
+                logprobs=result.logprobs,
             )
         )
         self.last_active = time.monotonic()
@@ -111,15 +117,19 @@ class SessionActor:
         """Cloud mode: decode and stream until EOS, the budget, or a Close from the edge."""
         assert self._target is not None
         for produced in range(1, max_new_tokens + 1):
-            token = await self._worker.run(self._verifier.decode, self._target)
-            done = produced == max_new_tokens or (token in self._eos and not ignore_eos)
-            await self._send(Tokens(sid=self.sid, tokens=[token], done=done))
+            started = time.perf_counter()
+            decoded = await self._worker.run(self._verifier.decode, self._target)
+            self._metrics.decoded_one(time.perf_counter() - started)
+            done = produced == max_new_tokens or (decoded.token in self._eos and not ignore_eos)
+            logprobs = None if decoded.logprobs is None else [decoded.logprobs]
+            await self._send(Tokens(sid=self.sid, tokens=[decoded.token], done=done, logprobs=logprobs))
             self.last_active = time.monotonic()
             if done or self._close_requested:
                 return
         await self._send(Tokens(sid=self.sid, tokens=[], done=True))  # max_new_tokens was 0
 
     async def _send_error(self, code: ErrorCode, text: str) -> None:
+        self._metrics.error(code.value)
         try:
             await self._send(Error(code=code, message=text, sid=self.sid))
         except Exception:  # the link may be gone; the session is being torn down anyway

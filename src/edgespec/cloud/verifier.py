@@ -10,7 +10,8 @@ import torch
 
 from edgespec.config import SamplingParams
 from edgespec.engine.base import Engine, KVSession, extend
-from edgespec.protocol.messages import Draft
+from edgespec.protocol.messages import Draft, TokenLogprobs
+from edgespec.sampling.logprobs import ScoredToken, token_logprobs
 from edgespec.sampling.probs import greedy_tokens, logits_to_probs
 from edgespec.sampling.rng import Stream, uniform
 from edgespec.sampling.verify import sample_dense, verify_greedy, verify_sampled
@@ -24,6 +25,7 @@ class TargetSession:
     committed: list[int]
     sampling: SamplingParams
     seed: int
+    logprobs: int | None  # top tokens to report per output token; None reports none
 
 
 @dataclass(frozen=True)
@@ -31,15 +33,16 @@ class RoundResult:
     accepted: int
     token: int
     seconds: float  # time of the forward pass and the decision
+    logprobs: list[TokenLogprobs] | None  # one per committed token, when the session asked
 
 
 class Verifier:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def open(self, prompt: list[int], sampling: SamplingParams) -> TargetSession:
+    def open(self, prompt: list[int], sampling: SamplingParams, logprobs: int | None = None) -> TargetSession:
         seed = sampling.seed if sampling.seed is not None else 0  # edges always send one; greedy needs none
-        return TargetSession(self.engine.new_session(), list(prompt), sampling, seed)
+        return TargetSession(self.engine.new_session(), list(prompt), sampling, seed, logprobs)
 
     def verify(self, session: TargetSession, draft: Draft) -> RoundResult:
         """One speculative round; the first round of a session also prefills its prompt."""
@@ -47,11 +50,13 @@ class Verifier:
         k = len(draft.tokens)
         logits = extend(self.engine, session.kv, session.committed, list(draft.tokens), k + 1)  # [k+1, vocab]
         accepted, token = self._decide(session, draft, logits)
-        session.committed += [*draft.tokens[:accepted], token]
+        produced = [*draft.tokens[:accepted], token]
+        session.committed += produced
         self.engine.truncate(session.kv, len(session.committed) - 1)
-        return RoundResult(accepted, token, time.perf_counter() - started)
+        logprobs = _report(session, logits, produced)
+        return RoundResult(accepted, token, time.perf_counter() - started, logprobs)
 
-    def decode(self, session: TargetSession) -> int:
+    def decode(self, session: TargetSession) -> ScoredToken:
         """Cloud mode: the target's next token on its own."""
         logits = extend(self.engine, session.kv, session.committed, [], 1)  # [1, vocab]
         if session.sampling.greedy:
@@ -60,7 +65,8 @@ class Verifier:
             u = uniform(session.seed, Stream.TARGET, len(session.committed))
             token = sample_dense(logits_to_probs(logits, session.sampling)[0], u)
         session.committed.append(token)
-        return token
+        logprobs = _report(session, logits, [token])
+        return ScoredToken(token, logprobs[0] if logprobs else None)
 
     def release(self, session: TargetSession) -> None:
         self.engine.release(session.kv)
@@ -75,3 +81,10 @@ class Verifier:
         sample_u = [uniform(session.seed, Stream.TARGET, start + i) for i in range(k + 1)]
         probs = logits_to_probs(logits, session.sampling)
         return verify_sampled(probs, draft.tokens, draft.q, accept_u, sample_u)
+
+
+def _report(session: TargetSession, logits: torch.Tensor, produced: list[int]) -> list[TokenLogprobs] | None:
+    """The logprobs of the produced tokens, if the session asked for them."""
+    if session.logprobs is None:
+        return None
+    return token_logprobs(logits, produced, session.logprobs)

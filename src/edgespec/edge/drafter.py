@@ -9,6 +9,7 @@ from edgespec.config import SamplingParams
 from edgespec.engine.base import Engine, KVSession, extend
 from edgespec.protocol.messages import Draft, SparseDist
 from edgespec.sampling import sparse
+from edgespec.sampling.logprobs import ScoredToken, token_logprobs
 from edgespec.sampling.probs import greedy_tokens, logits_to_probs
 from edgespec.sampling.rng import Stream, uniform
 from edgespec.sampling.verify import sample_dense
@@ -35,13 +36,17 @@ class Drafter:
                 logits = self.engine.forward(kv, [token], 1)
         return Draft(tokens=tokens, q=None if sampling.greedy else dists)
 
-    def next_token(self, kv: KVSession, committed: list[int], sampling: SamplingParams, seed: int) -> int:
+    def next_token(
+        self, kv: KVSession, committed: list[int], sampling: SamplingParams, seed: int, logprobs: int | None
+    ) -> ScoredToken:
         """Edge mode: the draft model's own next token, from its full distribution."""
         logits = extend(self.engine, kv, committed, [], 1)  # [1, vocab]
         if sampling.greedy:
-            return greedy_tokens(logits)[0]
-        u = uniform(seed, Stream.DRAFT, len(committed))
-        return sample_dense(logits_to_probs(logits, sampling)[0], u)
+            token = greedy_tokens(logits)[0]
+        else:
+            token = sample_dense(logits_to_probs(logits, sampling)[0], uniform(seed, Stream.DRAFT, len(committed)))
+        reported = None if logprobs is None else token_logprobs(logits, [token], logprobs)[0]
+        return ScoredToken(token, reported)
 
     def _choose(
         self, logits: torch.Tensor, sampling: SamplingParams, seed: int, position: int

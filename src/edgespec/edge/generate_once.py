@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from edgespec.config import LinkConfig, Mode, ModelConfig, SamplingParams, SpecConfig
+from edgespec.config import EdgePolicy, LinkConfig, ModelConfig, SamplingParams
 from edgespec.edge.launch import start_edge
 from edgespec.edge.runtime import Generation, GenerationRequest
 from edgespec.engine.tokenizer import TokenizerInfo
@@ -16,8 +16,7 @@ from edgespec.engine.tokenizer import TokenizerInfo
 class GenerateOptions:
     model: ModelConfig
     link: LinkConfig | None
-    spec: SpecConfig
-    mode: Mode
+    policy: EdgePolicy
     prompt: str
     chat: bool
     max_tokens: int
@@ -27,17 +26,16 @@ class GenerateOptions:
 
 
 async def generate_once(options: GenerateOptions) -> None:
-    runtime, tokenizer = await start_edge(options.model, options.link, options.spec, options.mode)
+    runtime = await start_edge(options.model, options.link, options.policy)
     try:
-        template = runtime.link.welcome.chat_template if runtime.link is not None else None
         prompt = (
-            tokenizer.render_chat([{"role": "user", "content": options.prompt}], template)
+            runtime.render_chat([{"role": "user", "content": options.prompt}])
             if options.chat
-            else tokenizer.encode(options.prompt)
+            else runtime.tokenizer.encode(options.prompt)
         )
         request = GenerationRequest(prompt, options.max_tokens, options.sampling, ignore_eos=options.ignore_eos)
         generation = runtime.generate(request)
-        await print_as_generated(generation, tokenizer)
+        await print_as_generated(generation, runtime.tokenizer)
         if options.print_stats:
             print(
                 json.dumps(
@@ -46,9 +44,7 @@ async def generate_once(options: GenerateOptions) -> None:
                 )
             )
     finally:
-        if runtime.link is not None:
-            await runtime.link.close()
-        runtime.close()
+        await runtime.aclose()
 
 
 async def print_as_generated(generation: Generation, tokenizer: TokenizerInfo) -> None:

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from edgespec.config import LinkConfig, Mode, ModelConfig, SpecConfig
+from edgespec.config import EdgePolicy, LinkConfig, ModelConfig
 from edgespec.edge.runtime import EdgeRuntime
 from edgespec.engine.fetch import resolve_model_path
 from edgespec.engine.loading import load_engine
-from edgespec.engine.tokenizer import TokenizerInfo
-from edgespec.transport.client import CloudLink
+from edgespec.metrics.observer import RuntimeObserver
+from edgespec.transport.resilient import LinkEvents, ResilientLink
 
 
 async def start_edge(
-    model: ModelConfig, link: LinkConfig | None, spec: SpecConfig = SpecConfig(), mode: Mode = Mode.SPEC
-) -> tuple[EdgeRuntime, TokenizerInfo]:
-    """The draft loaded and, unless `link` is None (edge mode only), the cloud link up."""
+    model: ModelConfig,
+    link: LinkConfig | None,
+    policy: EdgePolicy = EdgePolicy(),
+    *,
+    require_cloud: bool = True,
+    observer: RuntimeObserver | None = None,
+    link_events: LinkEvents | None = None,
+) -> EdgeRuntime:
+    """The draft loaded and, unless `link` is None (edge mode only), the cloud link up. With
+    `require_cloud` False an unreachable cloud is not an error: the link keeps retrying."""
     engine, tokenizer = load_engine(resolve_model_path(model.name), model)
-    cloud = await CloudLink.connect(link, tokenizer.identity) if link is not None else None
-    return EdgeRuntime(engine, tokenizer.eos_token_ids, cloud, spec, mode), tokenizer
+    links = None
+    if link is not None:
+        links = ResilientLink(link, tokenizer.identity, link_events)
+        await links.start(require=require_cloud)
+    return EdgeRuntime(engine, tokenizer, links, policy, observer)

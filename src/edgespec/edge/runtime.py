@@ -1,5 +1,10 @@
 """The per-request loop in its three modes. Spec mode reads like the algorithm:
-draft → send → await verdict → commit → (the next draft truncates the draft's KV) → observe."""
+draft → send → await verdict → commit → (the next draft truncates the draft's KV) → observe.
+
+Spec and cloud modes run through the cloud; when the link drops, the request follows its loss
+policy and, once the link is back, re-opens its session with the full context so far, so the
+output continues exactly where it stopped.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,21 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from edgespec.config import MAX_SEED, Mode, SamplingParams, SpecConfig
+from edgespec.config import MAX_SEED, EdgePolicy, LossPolicy, Mode, SamplingParams
 from edgespec.edge.drafter import Drafter
 from edgespec.edge.stopping import FinishReason, StopChecker
-from edgespec.engine.base import Engine
+from edgespec.engine.base import Engine, KVSession
+from edgespec.engine.tokenizer import TokenizerInfo
 from edgespec.engine.worker import ModelWorker
+from edgespec.metrics.observer import NullObserver, RuntimeObserver
 from edgespec.metrics.stats import SpecStats
-from edgespec.protocol.messages import MICROSECONDS_PER_SECOND
+from edgespec.protocol.messages import MICROSECONDS_PER_SECOND, TokenLogprobs
 from edgespec.transport.client import CloudLink, LinkError, RemoteSession
+from edgespec.transport.resilient import ResilientLink
+
+
+class CloudUnavailable(Exception):
+    """The cloud link is down and the loss policy (fail, or wait that timed out) gives up."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,8 @@ class GenerationRequest:
     mode: Mode | None = None  # None: the runtime's default mode
     num_speculative_tokens: int | None = None  # None: the runtime's configured k
     ignore_eos: bool = False
+    stop_token_ids: tuple[int, ...] = ()
+    logprobs: int | None = None  # report this many top tokens per output token (target's in spec/cloud mode)
 
     def __post_init__(self) -> None:
         if not self.prompt:
@@ -37,20 +51,32 @@ class GenerationRequest:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
         if self.num_speculative_tokens is not None and not 0 <= self.num_speculative_tokens <= 64:
             raise ValueError(f"num_speculative_tokens must be in [0, 64], got {self.num_speculative_tokens}")
+        if self.logprobs is not None and self.logprobs < 0:
+            raise ValueError(f"logprobs must not be negative, got {self.logprobs}")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Tokens committed together (one speculative round delivers several)."""
+
+    tokens: list[int]
+    logprobs: list[TokenLogprobs] | None = None  # one per token, when the request asked
+    fallback: bool = False  # drafted alone while the cloud was away: not the target's output
 
 
 @dataclass
 class Generation:
-    """A running request: iterate it for token chunks; afterwards it holds the whole result."""
+    """A running request: iterate it for chunks; afterwards it holds the whole result."""
 
     request: GenerationRequest
     mode: Mode
     stats: SpecStats
     tokens: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
     finish_reason: FinishReason | None = None
-    _chunks: AsyncIterator[list[int]] | None = None
+    _chunks: AsyncGenerator[Chunk, None] | None = None
 
-    def __aiter__(self) -> AsyncIterator[list[int]]:
+    def __aiter__(self) -> AsyncIterator[Chunk]:
         assert self._chunks is not None
         return self._chunks
 
@@ -59,6 +85,11 @@ class Generation:
             pass
         return self.tokens
 
+    async def aclose(self) -> None:
+        """Stop early; frees the cloud session and the draft's KV."""
+        assert self._chunks is not None
+        await self._chunks.aclose()
+
 
 class EdgeRuntime:
     """The edge of one process: a draft model and (for spec and cloud modes) a cloud link."""
@@ -66,122 +97,225 @@ class EdgeRuntime:
     def __init__(
         self,
         engine: Engine,
-        eos_token_ids: tuple[int, ...],
-        link: CloudLink | None,
-        spec: SpecConfig = SpecConfig(),
-        default_mode: Mode = Mode.SPEC,
+        tokenizer: TokenizerInfo,
+        links: ResilientLink | None,
+        policy: EdgePolicy = EdgePolicy(),
+        observer: RuntimeObserver | None = None,
     ) -> None:
-        self.drafter = Drafter(engine, spec.draft_support)
+        self.drafter = Drafter(engine, policy.spec.draft_support)
         self.engine = engine
-        self.link = link
-        self.spec = spec
-        self.default_mode = default_mode
+        self.links = links
+        self.policy = policy
+        self.observer: RuntimeObserver = observer or NullObserver()
+        self.tokenizer = tokenizer
         self.worker = ModelWorker("draft")
-        self._eos = tuple(link.welcome.eos_token_ids) if link is not None else eos_token_ids
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """The target's end-of-sequence ids once known, else the draft's (the tokenizer is shared)."""
+        welcome = self.links.welcome if self.links is not None else None
+        return tuple(welcome.eos_token_ids) if welcome is not None else self.tokenizer.eos_token_ids
+
+    @property
+    def max_context(self) -> int:
+        """Prompt plus output tokens a request may span: the cloud's limit once known, else the draft's."""
+        welcome = self.links.welcome if self.links is not None else None
+        return min(
+            self.engine.max_context, welcome.limits.max_context if welcome is not None else self.engine.max_context
+        )
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """Prompt ids for a chat, with the target's template once known (both sides must agree)."""
+        welcome = self.links.welcome if self.links is not None else None
+        return self.tokenizer.render_chat(messages, welcome.chat_template if welcome is not None else None)
 
     def generate(self, request: GenerationRequest) -> Generation:
-        mode = request.mode or self.default_mode
-        if mode is not Mode.EDGE and self.link is None:
+        mode = request.mode or self.policy.default_mode
+        if mode is not Mode.EDGE and self.links is None:
             raise LinkError(f"{mode.value} mode needs a cloud link, and this edge has none")
         generation = Generation(request, mode, SpecStats(mode=mode.value))
         generation._chunks = self._run(generation, _with_seed(request.sampling))
         return generation
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        if self.links is not None:
+            await self.links.close()
         self.worker.shutdown()
 
-    async def _run(self, generation: Generation, sampling: SamplingParams) -> AsyncIterator[list[int]]:
+    async def _run(self, generation: Generation, sampling: SamplingParams) -> AsyncGenerator[Chunk, None]:
         request, stats = generation.request, generation.stats
-        stop = StopChecker(self._eos, request.max_tokens, request.ignore_eos)
-        started = time.perf_counter()
-        # aclosing: stopping early must still run the decoder's cleanup (Close, KV release) now
-        async with contextlib.aclosing(self._decoder(generation, sampling, stop)) as chunks:
-            async for produced in chunks:
-                kept, generation.finish_reason = stop.admit(produced)
-                if kept:
-                    if not generation.tokens:
-                        stats.ttft_s = time.perf_counter() - started
-                    generation.tokens += kept
-                    stats.output_tokens = len(generation.tokens)
-                    yield kept
-                if generation.finish_reason is not None:
-                    break
-        stats.wall_s = time.perf_counter() - started
+        stop = StopChecker(self.eos_token_ids, request.max_tokens, request.ignore_eos, request.stop_token_ids)
+        kv = self.engine.new_session()
+        started = last = time.perf_counter()
+        try:
+            # aclosing: stopping early must still run the decoder's cleanup (Close, KV release) now
+            async with contextlib.aclosing(self._decoder(generation, sampling, stop, kv)) as chunks:
+                async for chunk in chunks:
+                    kept, generation.finish_reason = stop.admit(chunk.tokens)
+                    if kept:
+                        now = time.perf_counter()
+                        self._observe_tokens(generation, len(kept), now - started, now - last)
+                        last = now
+                        yield self._commit(generation, chunk, kept)
+                    if generation.finish_reason is not None:
+                        break
+        finally:
+            self.worker.submit(self.engine.release, kv)  # synchronous: safe in a cancelled task
+            stats.wall_s = time.perf_counter() - started
+            reason = generation.finish_reason.value if generation.finish_reason else "abort"
+            self.observer.request_done(stats, reason)
+
+    def _observe_tokens(self, generation: Generation, count: int, since_start_s: float, gap_s: float) -> None:
+        if not generation.tokens:
+            generation.stats.ttft_s = since_start_s
+            self.observer.first_token(since_start_s)
+        else:
+            self.observer.tokens(count, gap_s)
+
+    @staticmethod
+    def _commit(generation: Generation, chunk: Chunk, kept: list[int]) -> Chunk:
+        logprobs = chunk.logprobs[: len(kept)] if chunk.logprobs is not None else None
+        generation.tokens += kept
+        generation.logprobs += logprobs or []
+        generation.stats.output_tokens = len(generation.tokens)
+        return Chunk(kept, logprobs, chunk.fallback)
 
     def _decoder(
-        self, generation: Generation, sampling: SamplingParams, stop: StopChecker
-    ) -> AsyncGenerator[list[int], None]:
-        """The token chunks of the request's mode, before stop conditions are applied."""
-        match generation.mode:
-            case Mode.SPEC:
-                return self._speculate(generation, sampling, stop)
-            case Mode.CLOUD:
-                return self._cloud_decode(generation, sampling)
-            case Mode.EDGE:
-                return self._edge_decode(generation, sampling)
+        self, generation: Generation, sampling: SamplingParams, stop: StopChecker, kv: KVSession
+    ) -> AsyncGenerator[Chunk, None]:
+        """The chunks of the request's mode, before stop conditions are applied."""
+        if generation.mode is Mode.EDGE:
+            return self._draft_alone(generation, sampling, kv)
+        return self._through_cloud(generation, sampling, stop, kv)
+
+    async def _draft_alone(
+        self, generation: Generation, sampling: SamplingParams, kv: KVSession
+    ) -> AsyncGenerator[Chunk, None]:
+        context = list(generation.request.prompt)
+        while True:
+            chunk = await self._draft_token(generation, sampling, context, kv, fallback=False)
+            context += chunk.tokens
+            yield chunk
+
+    async def _through_cloud(
+        self, generation: Generation, sampling: SamplingParams, stop: StopChecker, kv: KVSession
+    ) -> AsyncGenerator[Chunk, None]:
+        """Spec or cloud mode, riding out link losses by the loss policy."""
+        stats = generation.stats
+        context = list(generation.request.prompt)  # grows with every committed token
+        while True:
+            link = await self._usable_link()
+            if link is None:  # the draft policy, while the link is down
+                chunk = await self._draft_token(generation, sampling, context, kv, fallback=True)
+                stats.fallback_tokens += 1
+                self.observer.fallback_tokens(1)
+                context += chunk.tokens
+                yield chunk
+                continue
+            session = link.session()
+            try:
+                async for chunk in self._cloud_chunks(generation, session, sampling, stop, context, kv):
+                    context += chunk.tokens
+                    yield chunk
+                return  # a cloud-mode stream ended
+            except LinkError:
+                stats.link_losses += 1  # the next pass re-opens with the full context
+            finally:
+                session.close()
+                stats.bytes_up += session.bytes_up
+                stats.bytes_down += session.bytes_down
+
+    async def _usable_link(self) -> CloudLink | None:
+        """The link, or what the loss policy says while it is down (None: draft alone)."""
+        assert self.links is not None
+        link = self.links.link
+        if link is not None:
+            return link
+        match self.policy.on_cloud_loss:
+            case LossPolicy.DRAFT:
+                return None
+            case LossPolicy.FAIL:
+                raise CloudUnavailable(f"the cloud at {self.links.address} is unreachable: {self.links.last_error}")
+            case LossPolicy.WAIT:
+                link = await self.links.wait_up(self.policy.cloud_wait_timeout_s)
+                if link is None:
+                    raise CloudUnavailable(
+                        f"the cloud at {self.links.address} did not come back within "
+                        f"{self.policy.cloud_wait_timeout_s:g} s: {self.links.last_error}"
+                    )
+                return link
+
+    def _cloud_chunks(
+        self,
+        generation: Generation,
+        session: RemoteSession,
+        sampling: SamplingParams,
+        stop: StopChecker,
+        context: list[int],
+        kv: KVSession,
+    ) -> AsyncGenerator[Chunk, None]:
+        if generation.mode is Mode.CLOUD:
+            return self._cloud_decode(generation, session, sampling, stop, context)
+        return self._speculate(generation, session, sampling, stop, context, kv)
 
     async def _speculate(
-        self, generation: Generation, sampling: SamplingParams, stop: StopChecker
-    ) -> AsyncGenerator[list[int], None]:
+        self,
+        generation: Generation,
+        session: RemoteSession,
+        sampling: SamplingParams,
+        stop: StopChecker,
+        context: list[int],
+        kv: KVSession,
+    ) -> AsyncGenerator[Chunk, None]:
+        """Rounds on one cloud session, opened with `context` (the prompt, or everything so far)."""
         request, stats = generation.request, generation.stats
-        assert self.link is not None and sampling.seed is not None
-        k_wanted = (
-            self.spec.num_speculative_tokens
-            if request.num_speculative_tokens is None
-            else request.num_speculative_tokens
-        )
-        session = self.link.session()
-        kv = self.engine.new_session()
-        committed = list(request.prompt)
-        try:
-            while True:
-                k = min(k_wanted, stop.remaining - 1, self.link.welcome.limits.max_k)
-                drafted_at = time.perf_counter()
-                draft = await self.worker.run(self.drafter.propose, kv, committed, k, sampling, sampling.seed)
-                sent_at = time.perf_counter()
-                stats.draft_s += sent_at - drafted_at
-                if len(committed) == len(request.prompt):
-                    verdict = await session.first_round(committed, sampling, request.max_tokens, draft)
-                else:
-                    verdict = await session.round(len(committed), draft)
-                stats.record_round(
-                    k, verdict.accepted, time.perf_counter() - sent_at, verdict.verify_us / MICROSECONDS_PER_SECOND
-                )
-                produced = [*draft.tokens[: verdict.accepted], verdict.token]
-                committed += produced
-                _count_bytes(stats, session)
-                yield produced
-        finally:
-            await session.close()
-            _count_bytes(stats, session)
-            await self.worker.run(self.engine.release, kv)
-
-    async def _cloud_decode(self, generation: Generation, sampling: SamplingParams) -> AsyncGenerator[list[int], None]:
-        request, stats = generation.request, generation.stats
-        assert self.link is not None
-        session = self.link.session()
-        try:
-            stream = session.stream(request.prompt, sampling, request.max_tokens, request.ignore_eos)
-            async for tokens in stream:
-                stats.target_forwards += len(tokens)
-                yield tokens
-        finally:
-            await session.close()
-            _count_bytes(stats, session)
-
-    async def _edge_decode(self, generation: Generation, sampling: SamplingParams) -> AsyncGenerator[list[int], None]:
         assert sampling.seed is not None
-        kv = self.engine.new_session()
-        committed = list(generation.request.prompt)
-        try:
-            while True:
-                started = time.perf_counter()
-                token = await self.worker.run(self.drafter.next_token, kv, committed, sampling, sampling.seed)
-                generation.stats.draft_s += time.perf_counter() - started
-                committed.append(token)
-                yield [token]
-        finally:
-            await self.worker.run(self.engine.release, kv)
+        k_wanted = request.num_speculative_tokens
+        if k_wanted is None:
+            k_wanted = self.policy.spec.num_speculative_tokens
+        opening = True
+        while True:
+            k = min(k_wanted, stop.remaining - 1, session.link.welcome.limits.max_k)
+            drafted_at = time.perf_counter()
+            draft = await self.worker.run(self.drafter.propose, kv, context, k, sampling, sampling.seed)
+            sent_at = time.perf_counter()
+            stats.draft_s += sent_at - drafted_at
+            self.observer.draft_time(sent_at - drafted_at)
+            if opening:
+                verdict = await session.first_round(context, sampling, stop.remaining, draft, request.logprobs)
+                opening = False
+            else:
+                verdict = await session.round(len(context), draft)
+            network_s, verify_s = time.perf_counter() - sent_at, verdict.verify_us / MICROSECONDS_PER_SECOND
+            stats.record_round(k, verdict.accepted, network_s, verify_s)
+            self.observer.round(k, verdict.accepted, network_s, verify_s)
+            yield Chunk([*draft.tokens[: verdict.accepted], verdict.token], verdict.logprobs)
+
+    async def _cloud_decode(
+        self,
+        generation: Generation,
+        session: RemoteSession,
+        sampling: SamplingParams,
+        stop: StopChecker,
+        context: list[int],
+    ) -> AsyncGenerator[Chunk, None]:
+        request = generation.request
+        stream = session.stream(context, sampling, stop.remaining, request.ignore_eos, request.logprobs)
+        async for message in stream:
+            generation.stats.target_forwards += len(message.tokens)
+            yield Chunk(message.tokens, message.logprobs)
+
+    async def _draft_token(
+        self, generation: Generation, sampling: SamplingParams, context: list[int], kv: KVSession, fallback: bool
+    ) -> Chunk:
+        assert sampling.seed is not None
+        started = time.perf_counter()
+        scored = await self.worker.run(
+            self.drafter.next_token, kv, context, sampling, sampling.seed, generation.request.logprobs
+        )
+        generation.stats.draft_s += time.perf_counter() - started
+        logprobs = None if scored.logprobs is None else [scored.logprobs]
+        return Chunk([scored.token], logprobs, fallback)
 
 
 def _with_seed(sampling: SamplingParams) -> SamplingParams:
@@ -189,7 +323,3 @@ def _with_seed(sampling: SamplingParams) -> SamplingParams:
     if sampling.seed is not None:
         return sampling
     return msgspec.structs.replace(sampling, seed=secrets.randbelow(MAX_SEED))
-
-
-def _count_bytes(stats: SpecStats, session: RemoteSession) -> None:
-    stats.bytes_up, stats.bytes_down = session.bytes_up, session.bytes_down

@@ -1,4 +1,4 @@
-"""When a request ends: an end-of-sequence token (unless ignored) or the token budget."""
+"""When a request ends: an end-of-sequence token (unless ignored), a stop token, or the budget."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import enum
 
 
 class FinishReason(enum.Enum):
-    STOP = "stop"  # an end-of-sequence token
+    STOP = "stop"  # an end-of-sequence or stop token
     LENGTH = "length"  # max_tokens reached
 
 
 class StopChecker:
-    def __init__(self, eos_token_ids: tuple[int, ...], max_tokens: int, ignore_eos: bool) -> None:
-        self._eos = frozenset() if ignore_eos else frozenset(eos_token_ids)
+    def __init__(
+        self, eos_token_ids: tuple[int, ...], max_tokens: int, ignore_eos: bool, stop_token_ids: tuple[int, ...] = ()
+    ) -> None:
+        self._eos = frozenset(stop_token_ids) | (frozenset() if ignore_eos else frozenset(eos_token_ids))
         self._remaining = max_tokens
 
     @property
@@ -20,7 +22,7 @@ class StopChecker:
         return self._remaining
 
     def admit(self, tokens: list[int]) -> tuple[list[int], FinishReason | None]:
-        """The part of `tokens` that belongs to the output (EOS itself excluded), and why it ended."""
+        """The part of `tokens` that belongs to the output (the stopping token excluded), and why it ended."""
         for i, token in enumerate(tokens):
             if token in self._eos:
                 self._remaining -= i

@@ -23,6 +23,7 @@ class KVSession:
 
 class Engine(Protocol):
     vocab_size: int
+    max_context: int  # positions the model supports
     device: torch.device
 
     def new_session(self) -> KVSession: ...

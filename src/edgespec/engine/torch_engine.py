@@ -9,6 +9,8 @@ from transformers import DynamicCache, PreTrainedModel
 
 from edgespec.engine.base import KVSession
 
+UNKNOWN_CONTEXT = 2**31 - 1  # a config without max_position_embeddings: the cloud's limit decides
+
 
 def _cache_keyword(model: PreTrainedModel) -> str:
     # transformers 5.2x renamed past_key_values to cache; the GPU machine's 5.17 still uses the old name
@@ -21,6 +23,7 @@ class TorchEngine:
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.max_context = int(getattr(model.config, "max_position_embeddings", UNKNOWN_CONTEXT))
         self._cache_kw = _cache_keyword(model)
 
     def new_session(self) -> KVSession:

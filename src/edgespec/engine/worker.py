@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,12 @@ class ModelWorker:
     async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    def submit(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> None:
+        """Queue work without waiting for it: cleanup that must happen even in a cancelled task,
+        after any forward pass still running on the same data. A no-op once shut down."""
+        with contextlib.suppress(RuntimeError):  # the executor refuses work after shutdown
+            self._executor.submit(fn, *args, **kwargs)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -24,6 +24,8 @@ class SpecStats:
     verify_s: float = 0.0  # cloud time in forward passes, as the cloud reports it
     ttft_s: float = 0.0
     wall_s: float = 0.0
+    fallback_tokens: int = 0  # produced by the draft alone while the cloud was away: not the target's
+    link_losses: int = 0  # times this request lost its cloud session and re-opened it
 
     def record_round(self, drafted: int, accepted: int, network_s: float, verify_s: float) -> None:
         self.rounds += 1

@@ -61,6 +61,15 @@ class SparseDist(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     weights: list[Weight]
 
 
+class TokenLogprobs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The target's log-probabilities (raw logits, before temperature and top-k/top-p) at one
+    output position: the chosen token's and the `n` most likely tokens'."""
+
+    logprob: float
+    top_ids: list[TokenId]
+    top_logprobs: list[float]
+
+
 class Draft(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A block of drafted tokens; `q` (one per token) is present exactly when sampling."""
 
@@ -106,6 +115,7 @@ class Open(Base, frozen=True, tag="open"):
     cloud_decodes: bool = False  # True: cloud mode, the cloud streams its own tokens
     ignore_eos: bool = False
     draft: Draft | None = None
+    logprobs: Count | None = None  # report TokenLogprobs with this many top tokens per output token
 
 
 class Verify(Base, frozen=True, tag="verify"):
@@ -125,6 +135,7 @@ class Verdict(Base, frozen=True, tag="verdict"):
     accepted: Count
     token: TokenId
     verify_us: Count = 0  # time the cloud spent on this round's forward pass
+    logprobs: list[TokenLogprobs] | None = None  # one per committed token, when the Open asked
 
 
 class Tokens(Base, frozen=True, tag="tokens"):
@@ -133,6 +144,7 @@ class Tokens(Base, frozen=True, tag="tokens"):
     sid: SessionId
     tokens: list[TokenId]
     done: bool = False
+    logprobs: list[TokenLogprobs] | None = None  # one per token, when the Open asked
 
 
 class Close(Base, frozen=True, tag="close"):

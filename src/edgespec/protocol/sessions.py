@@ -102,6 +102,12 @@ class SessionTable:
         if not msg.prompt:
             raise ProtocolError(ErrorCode.INVALID_REQUEST, "the prompt is empty", msg.sid)
         self._check_ids(msg.sid, msg.prompt)
+        if msg.logprobs is not None and msg.logprobs > self.limits.max_logprobs:
+            raise ProtocolError(
+                ErrorCode.INVALID_REQUEST,
+                f"logprobs {msg.logprobs} exceeds the limit {self.limits.max_logprobs}",
+                msg.sid,
+            )
         if len(msg.prompt) + max(msg.max_new_tokens, 1) > self.limits.max_context:
             raise ProtocolError(
                 ErrorCode.CONTEXT_TOO_LONG,

@@ -59,6 +59,7 @@ class CloudLink:
         self._pongs: dict[int, asyncio.Future[None]] = {}
         self._ids = itertools.count(1)
         self._closed_reason: str | None = None
+        self._lost = asyncio.Event()
         self._reader = asyncio.create_task(self._read_loop())
 
     @classmethod
@@ -82,6 +83,12 @@ class CloudLink:
     @property
     def connected(self) -> bool:
         return self._closed_reason is None
+
+    async def wait_lost(self) -> str:
+        """Wait until the link goes down; returns why."""
+        await self._lost.wait()
+        assert self._closed_reason is not None
+        return self._closed_reason
 
     def session(self) -> RemoteSession:
         sid = next(self._ids)
@@ -119,6 +126,15 @@ class CloudLink:
             raise LinkError(item.reason)
         return item
 
+    def post(self, message: Message) -> int:
+        """Send without waiting (see FramedConnection.send_nowait); raises LinkError if down."""
+        if self._closed_reason is not None:
+            raise LinkError(self._closed_reason)
+        try:
+            return self._conn.send_nowait(message)
+        except ConnectionClosed as exc:
+            raise LinkError(f"connection to the cloud lost: {exc}") from None
+
     def forget(self, sid: int) -> None:
         self._inboxes.pop(sid, None)
 
@@ -149,6 +165,7 @@ class CloudLink:
         if self._closed_reason is not None:
             return
         self._closed_reason = reason
+        self._lost.set()
         for inbox in self._inboxes.values():
             inbox.put_nowait(_LinkLost(reason))
         for waiter in self._pongs.values():
@@ -188,11 +205,18 @@ class RemoteSession:
         self._opened = False
 
     async def first_round(
-        self, prompt: list[int], sampling: SamplingParams, max_new_tokens: int, draft: Draft
+        self, prompt: list[int], sampling: SamplingParams, max_new_tokens: int, draft: Draft, logprobs: int | None
     ) -> Verdict:
         """Open in spec mode: the cloud prefills the prompt and verifies the first block."""
         await self._send(
-            Open(sid=self.sid, prompt=prompt, sampling=sampling, max_new_tokens=max_new_tokens, draft=draft)
+            Open(
+                sid=self.sid,
+                prompt=prompt,
+                sampling=sampling,
+                max_new_tokens=max_new_tokens,
+                draft=draft,
+                logprobs=logprobs,
+            )
         )
         self._opened = True
         return await self._verdict()
@@ -203,8 +227,8 @@ class RemoteSession:
         return await self._verdict()
 
     async def stream(
-        self, prompt: list[int], sampling: SamplingParams, max_new_tokens: int, ignore_eos: bool
-    ) -> AsyncIterator[list[int]]:
+        self, prompt: list[int], sampling: SamplingParams, max_new_tokens: int, ignore_eos: bool, logprobs: int | None
+    ) -> AsyncIterator[Tokens]:
         """Cloud mode: the cloud decodes and streams its tokens."""
         await self._send(
             Open(
@@ -214,6 +238,7 @@ class RemoteSession:
                 max_new_tokens=max_new_tokens,
                 cloud_decodes=True,
                 ignore_eos=ignore_eos,
+                logprobs=logprobs,
             )
         )
         self._opened = True
@@ -221,15 +246,16 @@ class RemoteSession:
             message = await self._receive()
             if not isinstance(message, Tokens):
                 raise LinkError(f"expected Tokens, got {type(message).__name__}")
-            yield message.tokens
+            yield message
             if message.done:
                 return
 
-    async def close(self) -> None:
-        """Free the session on the cloud; best effort when the link is already down."""
+    def close(self) -> None:
+        """Free the session on the cloud; best effort when the link is already down. Synchronous,
+        so it completes even inside a cancelled task."""
         if self._opened and self.link.connected:
             with contextlib.suppress(LinkError):
-                await self._send(Close(sid=self.sid))
+                self.bytes_up += self.link.post(Close(sid=self.sid))
         self.link.forget(self.sid)
 
     async def _send(self, message: Message) -> None:

@@ -36,10 +36,21 @@ class FramedConnection:
 
     async def send(self, message: Message) -> int:
         """Send one message; returns the bytes it took on the wire."""
+        size = self.send_nowait(message)
+        try:
+            await self._writer.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            raise ConnectionClosed(str(exc)) from None
+        return size
+
+    def send_nowait(self, message: Message) -> int:
+        """Queue one message without waiting for the socket buffer to drain: for small control
+        frames sent from cleanup code, which must not block or be cancelled halfway."""
         data = frame(encode(message))
+        if self._writer.is_closing():
+            raise ConnectionClosed("the connection is closed")
         try:
             self._writer.write(data)  # one write per frame, so concurrent senders never interleave
-            await self._writer.drain()
         except (ConnectionError, RuntimeError) as exc:
             raise ConnectionClosed(str(exc)) from None
         self.bytes_sent += len(data)

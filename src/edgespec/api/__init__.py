@@ -1,0 +1,1 @@
+"""The edge's OpenAI-compatible HTTP API."""

@@ -1,0 +1,154 @@
+"""Prometheus metrics of both halves, named under `edgespec:` and mirroring vLLM's speculative
+decoding counters (num_drafts, num_draft_tokens, num_accepted_tokens, ..._per_pos). Each half owns
+its registry, so several can live in one process (tests, benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from edgespec.metrics.stats import SpecStats
+
+prometheus_client.disable_created_metrics()  # `_created` series double the output and nobody reads them
+
+PREFIX = "edgespec:"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
+
+
+class SpecCounters:
+    """vLLM's speculative decoding counters, shared by the edge (per request) and the cloud (per round)."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
+        name = f"{PREFIX}{prefix}spec_decode_"
+        self.drafts = Counter(f"{name}num_drafts", "Draft blocks verified", registry=registry)
+        self.draft_tokens = Counter(
+            f"{name}num_draft_tokens", "Drafted tokens sent for verification", registry=registry
+        )
+        self.accepted_tokens = Counter(f"{name}num_accepted_tokens", "Drafted tokens accepted", registry=registry)
+        self.accepted_per_pos = Counter(
+            f"{name}num_accepted_tokens_per_pos", "Accepted drafted tokens by position", ["position"], registry=registry
+        )
+
+    def round(self, drafted: int, accepted: int) -> None:
+        self.drafts.inc()
+        self.draft_tokens.inc(drafted)
+        self.accepted_tokens.inc(accepted)
+        for position in range(accepted):
+            self.accepted_per_pos.labels(position=str(position)).inc()
+
+
+class EdgeMetrics:
+    """The edge's metrics; implements RuntimeObserver and LinkEvents."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.spec = SpecCounters(registry, "")
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> Histogram:
+            return Histogram(PREFIX + name, doc, buckets=buckets, registry=registry)
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(PREFIX + name, doc, labels, registry=registry)
+
+        self.rtt_seconds = histogram("link_rtt_seconds", "Round trip to the cloud (pings; rounds less cloud time)")
+        self.draft_seconds = histogram("draft_time_seconds", "Edge time drafting one block")
+        self.verify_seconds = histogram("verify_time_seconds", "Cloud time verifying one block, as it reports")
+        self.network_wait = counter("network_wait_seconds", "Time spent waiting on the link, cloud compute excluded")
+        self.ttft = histogram("time_to_first_token_seconds", "Time to the first output token")
+        self.itl = histogram("inter_token_latency_seconds", "Gap between output tokens, per token")
+        self.e2e = histogram("e2e_request_latency_seconds", "Request latency", REQUEST_BUCKETS)
+        self.bytes_sent = counter("link_bytes_sent", "Bytes sent to the cloud")
+        self.bytes_received = counter("link_bytes_received", "Bytes received from the cloud")
+        self.cloud_forwards = counter("cloud_forward_passes", "Forward passes the cloud ran for this edge")
+        self.fallback = counter("fallback_tokens", "Tokens drafted alone while the cloud was away (draft policy)")
+        self.reconnects = counter("link_reconnects", "Times the link to the cloud came back after a loss")
+        self.link_losses = counter("link_losses", "Times the link to the cloud was lost")
+        self.prompt_tokens = counter("prompt_tokens", "Prompt tokens processed", ("mode",))
+        self.generation_tokens = counter("generation_tokens", "Output tokens generated", ("mode",))
+        self.requests = counter("request_success", "Finished requests", ("mode", "finish_reason"))
+        self.link_up_gauge = Gauge(PREFIX + "link_up", "1 while the link to the cloud is up", registry=registry)
+        self.running = Gauge(PREFIX + "num_requests_running", "Requests being generated", registry=registry)
+
+    # --- RuntimeObserver
+    def round(self, drafted: int, accepted: int, network_s: float, verify_s: float) -> None:
+        self.spec.round(drafted, accepted)
+        self.verify_seconds.observe(verify_s)
+        self.rtt_seconds.observe(max(network_s - verify_s, 0.0))
+        self.network_wait.inc(max(network_s - verify_s, 0.0))
+
+    def draft_time(self, seconds: float) -> None:
+        self.draft_seconds.observe(seconds)
+
+    def first_token(self, ttft_s: float) -> None:
+        self.ttft.observe(ttft_s)
+
+    def tokens(self, count: int, gap_s: float) -> None:
+        for _ in range(count):  # a chunk of n tokens after a gap g: n tokens at g/n each
+            self.itl.observe(gap_s / count)
+
+    def fallback_tokens(self, count: int) -> None:
+        self.fallback.inc(count)
+
+    def request_done(self, stats: SpecStats, finish_reason: str) -> None:
+        self.e2e.observe(stats.wall_s)
+        self.bytes_sent.inc(stats.bytes_up)
+        self.bytes_received.inc(stats.bytes_down)
+        self.cloud_forwards.inc(stats.target_forwards)
+        self.generation_tokens.labels(mode=stats.mode).inc(stats.output_tokens)
+        self.requests.labels(mode=stats.mode, finish_reason=finish_reason).inc()
+
+    def request_started(self, mode: str, prompt_tokens: int) -> None:
+        self.prompt_tokens.labels(mode=mode).inc(prompt_tokens)
+
+    # --- LinkEvents
+    def link_up(self, reconnect: bool) -> None:
+        self.link_up_gauge.set(1)
+        if reconnect:
+            self.reconnects.inc()
+
+    def link_lost(self) -> None:
+        self.link_up_gauge.set(0)
+        self.link_losses.inc()
+
+    def rtt(self, seconds: float) -> None:
+        self.rtt_seconds.observe(seconds)
+
+
+class CloudMetrics:
+    def __init__(self, open_sessions: Callable[[], int], connected_edges: Callable[[], int]) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.spec = SpecCounters(registry, "cloud_")
+        Gauge(PREFIX + "cloud_sessions_active", "Sessions holding KV", registry=registry).set_function(open_sessions)
+        Gauge(PREFIX + "cloud_edges_connected", "Authenticated edge connections", registry=registry).set_function(
+            connected_edges
+        )
+        self.sessions = Counter(PREFIX + "cloud_sessions_opened", "Sessions opened", ["mode"], registry=registry)
+        self.forward = Histogram(
+            PREFIX + "cloud_forward_time_seconds",
+            "Time of one verify or decode step",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.decoded = Counter(PREFIX + "cloud_decoded_tokens", "Tokens decoded alone (cloud mode)", registry=registry)
+        self.errors = Counter(PREFIX + "cloud_errors", "Error frames sent, by code", ["code"], registry=registry)
+        self.refused = Counter(
+            PREFIX + "cloud_handshakes_refused", "Connections refused at handshake", registry=registry
+        )
+
+    def session_opened(self, cloud_decodes: bool) -> None:
+        self.sessions.labels(mode="cloud" if cloud_decodes else "spec").inc()
+
+    def verified(self, drafted: int, accepted: int, seconds: float) -> None:
+        self.spec.round(drafted, accepted)
+        self.forward.labels(kind="verify").observe(seconds)
+
+    def decoded_one(self, seconds: float) -> None:
+        self.decoded.inc()
+        self.forward.labels(kind="decode").observe(seconds)
+
+    def error(self, code: str) -> None:
+        self.errors.labels(code=code).inc()

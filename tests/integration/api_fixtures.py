@@ -1,0 +1,61 @@
+"""A real cloud process (with metrics) and real edge processes on loopback, for the API tests."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from edgespec.cloud.launch import READY_LINE as CLOUD_READY
+from edgespec.processes import edge_process, ready_field, ready_port, server_process
+
+
+@dataclass(frozen=True)
+class Cloud:
+    port: int
+    metrics_url: str
+
+    def sessions_active(self) -> float:
+        return metric_value(self.metrics_url, "edgespec:cloud_sessions_active")
+
+
+@contextlib.contextmanager
+def cloud_with_metrics(model: Path, port: int = 0) -> Iterator[Cloud]:
+    args = ["cloud", "--model", str(model), "--port", str(port), "--metrics-port", "0", "--threads", "1"]
+    with server_process(args, CLOUD_READY, log=None) as ready:
+        yield Cloud(ready_port(ready), f"http://{ready_field(ready, 'metrics')}/metrics")
+
+
+@contextlib.contextmanager
+def edge_url(draft: Path, cloud_port: int, *args: str) -> Iterator[str]:
+    """An edge process; yields its API base URL (…/v1)."""
+    with edge_process(draft, cloud_port, "--threads", "1", "--served-model-name", "tiny", *args) as port:
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+def metric_samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics page, parsed by prometheus_client's own parser."""
+    text = httpx.get(url, timeout=10).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def metric_value(url: str, name: str, **labels: str) -> float:
+    return metric_samples(url).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
