@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,7 +15,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgespec.cloud.launch import READY_LINE as CLOUD_READY
-from edgespec.processes import edge_process, ready_field, ready_port, server_process
+from edgespec.processes import edge_process, ready_field, ready_port, server_process, stop, wait_until_ready
 
 
 @dataclass(frozen=True)
@@ -59,3 +62,36 @@ def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return condition()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (at the moment of asking)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RestartableCloud:
+    """A cloud process on a fixed port that a test can kill and start again."""
+
+    def __init__(self, model: Path) -> None:
+        self.model = model
+        self.port = free_port()
+        self.process: subprocess.Popen[str] | None = None
+        self.metrics_url = ""
+
+    def start(self) -> None:
+        args = ["cloud", "--model", str(self.model), "--port", str(self.port), "--metrics-port", "0"]
+        command = [sys.executable, "-m", "edgespec", *args, "--threads", "1"]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        ready = wait_until_ready(self.process, CLOUD_READY, log=None)
+        self.metrics_url = f"http://{ready_field(ready, 'metrics')}/metrics"
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        stop(self.process)
+
+    def sessions_active(self) -> float:
+        return metric_value(self.metrics_url, "edgespec:cloud_sessions_active")

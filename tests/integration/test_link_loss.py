@@ -1,0 +1,75 @@
+"""The cloud process killed and restarted in the middle of a streamed request. With `wait` the
+stream pauses, the edge reconnects and re-opens the session with the full context, and the greedy
+text is identical to an uninterrupted run; with `draft` the stream completes on the draft alone
+and says so. Both sides end with no session left."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from tests.conftest import TinyPair
+from tests.integration.api_fixtures import RestartableCloud, edge_url, eventually, metric_value
+
+PROMPT = "for i in range(10):"
+MAX_TOKENS = 300
+BODY = {"temperature": 0.0, "ignore_eos": True, "return_token_ids": True, "num_speculative_tokens": 1}
+
+
+@pytest.fixture
+def cloud(tiny_pair: TinyPair) -> Iterator[RestartableCloud]:
+    cloud = RestartableCloud(tiny_pair.target)
+    cloud.start()
+    yield cloud
+    cloud.kill()
+
+
+def stream_with_restart(client: openai.OpenAI, cloud: RestartableCloud) -> tuple[list[int], dict, str]:
+    """Stream a request, killing and restarting the cloud after its first chunk."""
+    stream = client.completions.create(
+        model="tiny",
+        prompt=PROMPT,
+        max_tokens=MAX_TOKENS,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body=BODY,
+    )
+    ids: list[int] = []
+    usage, finish = {}, ""
+    for number, chunk in enumerate(stream):
+        if number == 1:
+            cloud.kill()
+            cloud.start()
+        if chunk.choices:
+            ids += chunk.choices[0].model_extra["token_ids"]
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage is not None:
+            usage = chunk.usage.model_dump()
+    return ids, usage, finish
+
+
+def test_wait_policy_continues_exactly_after_a_restart(tiny_pair: TinyPair, cloud: RestartableCloud) -> None:
+    with edge_url(tiny_pair.draft, cloud.port, "--on-cloud-loss", "wait") as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+        uninterrupted = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=MAX_TOKENS, extra_body=BODY)
+        ids, usage, finish = stream_with_restart(client, cloud)
+        metrics = url.removesuffix("/v1") + "/metrics"
+        assert usage["speculation"]["link_losses"] >= 1  # the restart really fell inside the request
+        assert ids == uninterrupted.choices[0].model_extra["token_ids"]
+        assert finish == "length" and usage["fallback_tokens"] == 0
+        assert metric_value(metrics, "edgespec:link_reconnects_total") >= 1
+        assert eventually(lambda: cloud.sessions_active() == 0)
+        assert metric_value(metrics, "edgespec:num_requests_running") == 0
+
+
+def test_draft_policy_completes_the_stream_and_marks_it(tiny_pair: TinyPair, cloud: RestartableCloud) -> None:
+    with edge_url(tiny_pair.draft, cloud.port, "--on-cloud-loss", "draft") as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+        ids, usage, finish = stream_with_restart(client, cloud)
+        metrics = url.removesuffix("/v1") + "/metrics"
+        assert len(ids) == MAX_TOKENS and finish == "length"
+        assert usage["fallback_tokens"] > 0
+        assert metric_value(metrics, "edgespec:fallback_tokens_total") == usage["fallback_tokens"]
+        assert eventually(lambda: cloud.sessions_active() == 0)
