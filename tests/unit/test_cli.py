@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgespec.cli import EXIT_USAGE, main
+from edgespec.cli import EXIT_USAGE, _draft_and_k, _parser, main
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -29,6 +29,15 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["demo", "--max-tokens", "0"], "--max-tokens must be at least 1"),
         (["demo", "-k", "99"], "num_speculative_tokens"),
         (["models", "fetch", "no-such-alias"], "unknown alias"),
+        (["edge"], "a draft model is required"),
+        (["edge", "--speculative-config", "{model"], "not valid JSON"),
+        (["edge", "--speculative-config", "[1]"], "must be a JSON object"),
+        (["edge", "--speculative-config", '{"model": "m", "temperature": 1}'], "unsupported keys: temperature"),
+        (["edge", "--speculative-config", '{"model": "m", "num_speculative_tokens": "3"}'], "must be an integer"),
+        (["edge", "--model", "m", "-k", "99"], "num_speculative_tokens"),
+        (["edge", "--model", "m", "--port", "70000"], "port must be in"),
+        (["edge", "--model", "m", "--cloud-wait-timeout", "-1"], "cloud_wait_timeout_s"),
+        (["edge", "--model", "/no/such/model", "--mode", "edge", "--port", "0"], "does not exist"),
     ],
 )
 def test_bad_input_gets_one_clear_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,3 +58,12 @@ def test_convert_never_overwrites_a_folder_with_contents(tmp_path: Path, capsys:
     (out / "precious.txt").write_text("keep me")
     err = run_cli(["models", "convert", str(tmp_path / "m.gguf"), str(out)], capsys)
     assert "already exists" in err and (out / "precious.txt").read_text() == "keep me"
+
+
+def test_vllm_style_speculative_config_names_the_draft_and_k() -> None:
+    args = _parser().parse_args(
+        ["edge", "--speculative-config", '{"model": "demo-draft", "num_speculative_tokens": 3, "remote_target": true}']
+    )
+    assert _draft_and_k(args) == ("demo-draft", 3)
+    explicit = _parser().parse_args(["edge", "--model", "mine", "-k", "5", "--speculative-config", '{"model": "x"}'])
+    assert _draft_and_k(explicit) == ("mine", 5)  # explicit flags win
