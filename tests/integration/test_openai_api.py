@@ -8,6 +8,7 @@ import asyncio
 import math
 from collections.abc import Iterator
 
+import httpx
 import openai
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -233,3 +234,16 @@ def test_metrics_parse_and_move(client: openai.OpenAI, base_url: str, cloud: Clo
     assert metric_value(cloud.metrics_url, "edgespec:cloud_spec_decode_num_drafts_total") > before["cloud_drafts"]
     assert metric_value(edge_metrics, "edgespec:link_up") == 1
     assert metric_value(edge_metrics, "edgespec:num_requests_running") == 0
+
+
+def test_client_leaving_a_plain_request_cancels_it(base_url: str, cloud: Cloud) -> None:
+    edge_metrics = base_url.removesuffix("/v1") + "/metrics"
+    aborted = metric_value(edge_metrics, "edgespec:request_success_total", mode="spec", finish_reason="abort")
+    body = {"prompt": PROMPT, "max_tokens": 450, "ignore_eos": True, "num_speculative_tokens": 1}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{base_url}/completions", json=body, timeout=httpx.Timeout(10, read=0.2))
+    assert eventually(
+        lambda: metric_value(edge_metrics, "edgespec:request_success_total", mode="spec", finish_reason="abort")
+        == aborted + 1
+    )
+    assert eventually(lambda: cloud.sessions_active() == 0)
