@@ -243,7 +243,9 @@ def test_client_leaving_a_plain_request_cancels_it(base_url: str, cloud: Cloud) 
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{base_url}/completions", json=body, timeout=httpx.Timeout(10, read=0.2))
     assert eventually(
-        lambda: metric_value(edge_metrics, "edgespec:request_success_total", mode="spec", finish_reason="abort")
-        == aborted + 1
+        lambda: (
+            metric_value(edge_metrics, "edgespec:request_success_total", mode="spec", finish_reason="abort")
+            == aborted + 1
+        )
     )
     assert eventually(lambda: cloud.sessions_active() == 0)

@@ -95,15 +95,15 @@ class CloudLink:
         self._inboxes[sid] = asyncio.Queue()
         return RemoteSession(self, sid)
 
-    async def ping(self) -> float:
-        """One round trip, in seconds."""
+    async def ping(self, timeout_s: float | None = None) -> float:
+        """One round trip, in seconds; TimeoutError after `timeout_s` (default: the reply timeout)."""
         nonce = next(self._ids)
         waiter = asyncio.get_running_loop().create_future()
         self._pongs[nonce] = waiter
         started = time.perf_counter()
         await self.send(Ping(nonce=nonce))
         try:
-            await asyncio.wait_for(waiter, self.config.reply_timeout_s)
+            await asyncio.wait_for(waiter, timeout_s or self.config.reply_timeout_s)
         finally:
             self._pongs.pop(nonce, None)
         return time.perf_counter() - started

@@ -137,14 +137,17 @@ class ResilientLink:
     async def _watch(self, link: CloudLink) -> None:
         """Ping every keep-alive interval until the link drops; a silent link is dropped here."""
         lost = asyncio.create_task(link.wait_lost())
-        while not lost.done():
-            await asyncio.wait({lost}, timeout=self._keepalive_s)
-            if lost.done():
-                break
-            try:
-                self.events.rtt(await link.ping())
-            except (LinkError, TimeoutError):
-                await link.close()
+        try:
+            while not lost.done():
+                await asyncio.wait({lost}, timeout=self._keepalive_s)
+                if lost.done():
+                    break
+                try:  # a pong overdue by one interval means a dead peer or a cut path
+                    self.events.rtt(await link.ping(timeout_s=self._keepalive_s))
+                except (LinkError, TimeoutError):
+                    await link.close()
+        finally:
+            lost.cancel()  # when the supervisor itself is cancelled
         self._up.clear()
         self.last_error = lost.result()
         self.events.link_lost()
