@@ -28,10 +28,9 @@ def demo_cloud() -> Iterator[int]:
 
 
 async def run_modes(port: int, draft: Path) -> dict[tuple[Mode, int], list[int]]:
-    runtime, tokenizer = await start_edge(ModelConfig(str(draft), threads=1), LinkConfig(port=port))
-    assert runtime.link is not None
+    runtime = await start_edge(ModelConfig(str(draft), threads=1), LinkConfig(port=port))
     try:
-        prompt = tokenizer.render_chat([{"role": "user", "content": PROMPT}], runtime.link.welcome.chat_template)
+        prompt = runtime.render_chat([{"role": "user", "content": PROMPT}])
         outputs = {}
         for mode, k in [(Mode.CLOUD, 0), (Mode.SPEC, 1), (Mode.SPEC, 3), (Mode.SPEC, 8)]:
             request = GenerationRequest(prompt, MAX_TOKENS, mode=mode, num_speculative_tokens=k)
@@ -41,8 +40,7 @@ async def run_modes(port: int, draft: Path) -> dict[tuple[Mode, int], list[int]]
                 assert generation.stats.accepted_tokens > 0  # the real draft agrees with its target on code
         return outputs
     finally:
-        await runtime.link.close()
-        runtime.close()
+        await runtime.aclose()
 
 
 def test_demo_pair_greedy_spec_equals_the_target_alone(demo_cloud: int) -> None:
