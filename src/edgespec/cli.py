@@ -17,6 +17,7 @@ from edgespec.config import (
     EdgePolicy,
     Limits,
     LinkConfig,
+    LinkEmulation,
     LossPolicy,
     Mode,
     ModelConfig,
@@ -108,6 +109,26 @@ def _sampling(args: argparse.Namespace) -> SamplingParams:
     return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
 
 
+def _link_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("link emulation", "a slower network, applied to every frame both ways")
+    group.add_argument("--link-rtt-ms", type=float, default=0.0, help="added round-trip time")
+    group.add_argument("--link-jitter-ms", type=float, default=0.0, help="standard deviation of the added RTT")
+    group.add_argument("--link-bandwidth-mbit", type=float, help="serialisation rate each way (default: unlimited)")
+    group.add_argument("--link-loss", type=float, default=0.0, help="share of frames delayed by a retransmission")
+    group.add_argument("--link-seed", type=int, default=0, help="seed of the emulation's randomness")
+
+
+def _link(args: argparse.Namespace) -> LinkConfig:
+    emulation = LinkEmulation(
+        rtt_ms=args.link_rtt_ms,
+        jitter_ms=args.link_jitter_ms,
+        bandwidth_mbit=args.link_bandwidth_mbit,
+        loss=args.link_loss,
+        seed=args.link_seed,
+    )
+    return LinkConfig.parse(args.cloud, auth_token_from_env(args.auth_token), emulation)
+
+
 # --- cloud -------------------------------------------------------------------------------------
 
 
@@ -165,6 +186,7 @@ def _edge_args(parser: argparse.ArgumentParser) -> None:
         help="while the cloud is unreachable: wait for it, draft alone (output marked), or fail with 503",
     )
     parser.add_argument("--cloud-wait-timeout", type=float, default=30.0, help="seconds 'wait' holds a request")
+    _link_args(parser)
 
 
 def _run_edge(args: argparse.Namespace) -> None:
@@ -172,7 +194,7 @@ def _run_edge(args: argparse.Namespace) -> None:
 
     model, k = _draft_and_k(args)
     mode = Mode(args.mode)
-    link = None if mode is Mode.EDGE else LinkConfig.parse(args.cloud, auth_token_from_env(args.auth_token))
+    link = None if mode is Mode.EDGE else _link(args)
     config = EdgeServerConfig(
         model=ModelConfig(model, device=args.device, dtype=args.dtype, threads=args.threads),
         link=link,
@@ -229,13 +251,14 @@ def _generate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ignore-eos", action="store_true")
     parser.add_argument("--stats", action="store_true", help="print the request's statistics as JSON")
     _sampling_args(parser)
+    _link_args(parser)
 
 
 def _run_generate(args: argparse.Namespace) -> None:
     from edgespec.edge.generate_once import GenerateOptions, generate_once
 
     mode = Mode(args.mode)
-    link = None if mode is Mode.EDGE else LinkConfig.parse(args.cloud, auth_token_from_env(args.auth_token))
+    link = None if mode is Mode.EDGE else _link(args)
     options = GenerateOptions(
         model=_model_config(args),
         link=link,

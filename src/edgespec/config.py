@@ -167,6 +167,34 @@ class CloudConfig:
 
 
 @dataclass(frozen=True)
+class LinkEmulation:
+    """A slower network, emulated at the edge on every frame both ways (after the handshake).
+
+    Each direction adds half the RTT, a normal jitter (`jitter_ms` is the RTT's standard
+    deviation), serialisation at `bandwidth_mbit`, and, with probability `loss` per frame, one
+    retransmission timeout: TCP does not lose data, it delivers it late.
+    """
+
+    rtt_ms: float = 0.0
+    jitter_ms: float = 0.0
+    bandwidth_mbit: float | None = None  # None: unlimited
+    loss: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rtt_ms < 0 or self.jitter_ms < 0:
+            raise ValueError("link RTT and jitter must not be negative")
+        if self.bandwidth_mbit is not None and self.bandwidth_mbit <= 0:
+            raise ValueError(f"link bandwidth must be positive, got {self.bandwidth_mbit}")
+        if not 0.0 <= self.loss < 1.0:
+            raise ValueError(f"link loss must be in [0, 1), got {self.loss}")
+
+    @property
+    def active(self) -> bool:
+        return self.rtt_ms > 0 or self.jitter_ms > 0 or self.bandwidth_mbit is not None or self.loss > 0
+
+
+@dataclass(frozen=True)
 class LinkConfig:
     """How the edge reaches its cloud."""
 
@@ -175,18 +203,19 @@ class LinkConfig:
     auth_token: str | None = None
     connect_timeout_s: float = 10.0
     reply_timeout_s: float = 120.0
+    emulation: LinkEmulation = field(default_factory=LinkEmulation)
 
     def __post_init__(self) -> None:
         if not 0 < self.port <= 65535:
             raise ValueError(f"cloud port must be in [1, 65535], got {self.port}")
 
     @classmethod
-    def parse(cls, address: str, auth_token: str | None = None) -> LinkConfig:
+    def parse(cls, address: str, auth_token: str | None = None, emulation: LinkEmulation | None = None) -> LinkConfig:
         """Build from `HOST:PORT` (IPv6 as `[::1]:PORT`)."""
         host, sep, port = address.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"cloud address must be HOST:PORT, got {address!r}")
-        return cls(host=host.strip("[]"), port=int(port), auth_token=auth_token)
+        return cls(host=host.strip("[]"), port=int(port), auth_token=auth_token, emulation=emulation or LinkEmulation())
 
 
 def is_loopback(host: str) -> bool:

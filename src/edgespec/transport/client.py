@@ -28,7 +28,8 @@ from edgespec.protocol.messages import (
     Verify,
     Welcome,
 )
-from edgespec.transport.connection import ConnectionClosed, FramedConnection
+from edgespec.transport.connection import Connection, ConnectionClosed, FramedConnection
+from edgespec.transport.emulation import EmulatedConnection
 
 
 class LinkError(Exception):
@@ -51,7 +52,7 @@ class _LinkLost:
 
 
 class CloudLink:
-    def __init__(self, conn: FramedConnection, welcome: Welcome, config: LinkConfig) -> None:
+    def __init__(self, conn: Connection, welcome: Welcome, config: LinkConfig) -> None:
         self._conn = conn
         self.welcome = welcome
         self.config = config
@@ -78,6 +79,8 @@ class CloudLink:
             await conn.close()
             raise LinkError(f"handshake with the cloud at {where} failed: {exc or 'timed out'}") from None
         conn.set_max_frame_bytes(welcome.limits.max_frame_bytes)
+        if config.emulation.active:
+            return cls(EmulatedConnection(conn, config.emulation), welcome, config)
         return cls(conn, welcome, config)
 
     @property

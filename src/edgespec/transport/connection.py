@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
+from typing import Protocol
 
 from edgespec.protocol.codec import decode, encode
 from edgespec.protocol.framing import FrameBuffer, frame
@@ -16,6 +17,18 @@ _READ_CHUNK = 64 * 1024
 
 class ConnectionClosed(Exception):
     """The peer closed the connection (or it broke)."""
+
+
+class Connection(Protocol):
+    """A message-level connection: FramedConnection, or the same seen through link emulation."""
+
+    peer: str
+
+    def set_max_frame_bytes(self, limit: int) -> None: ...
+    async def send(self, message: Message) -> int: ...
+    def send_nowait(self, message: Message) -> int: ...
+    async def recv(self) -> tuple[Message, int]: ...
+    async def close(self) -> None: ...
 
 
 class FramedConnection:
