@@ -144,6 +144,7 @@ def _cloud_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-k", type=int, default=limits.max_k, help="largest draft block accepted")
     parser.add_argument("--session-idle-timeout", type=float, default=300.0, help="seconds before an idle session ends")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0 picks one)")
+    parser.add_argument("--draft-model", help="also load this draft, for co-located speculation (mode colocated)")
 
 
 def _run_cloud(args: argparse.Namespace) -> None:
@@ -158,6 +159,7 @@ def _run_cloud(args: argparse.Namespace) -> None:
         limits=Limits(max_sessions=args.max_sessions, max_context=args.max_context, max_k=args.max_k),
         session_idle_timeout_s=args.session_idle_timeout,
         metrics_port=args.metrics_port,
+        draft=ModelConfig(args.draft_model, args.device, args.dtype, args.threads) if args.draft_model else None,
     )
     asyncio.run(serve(config))
 

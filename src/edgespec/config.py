@@ -28,6 +28,7 @@ class Mode(enum.Enum):
     SPEC = "spec"  # edge drafts, cloud verifies
     CLOUD = "cloud"  # cloud decodes alone and streams tokens (the plain-cloud baseline)
     EDGE = "edge"  # draft model alone, no cloud
+    COLOCATED = "colocated"  # both models in the cloud, which speculates alone; the edge relays
 
 
 class SamplingParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -63,6 +64,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_draft_support: int = 256
     max_logprobs: int = 20  # top tokens reported per position, as OpenAI allows
     vocab_size: int = 0
+    colocated: bool = False  # the cloud holds a draft model and can speculate on its own
 
     def __post_init__(self) -> None:
         for name in ("max_k", "max_sessions", "max_context", "max_frame_bytes", "max_draft_support", "max_logprobs"):
@@ -151,6 +153,7 @@ class CloudConfig:
     session_idle_timeout_s: float = 300.0
     handshake_timeout_s: float = 10.0
     metrics_port: int | None = None  # serve Prometheus text on this port (same host); None: no metrics
+    draft: ModelConfig | None = None  # a draft model of its own, for co-located speculation
 
     def __post_init__(self) -> None:
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:

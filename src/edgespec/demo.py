@@ -1,6 +1,7 @@
 """`edgespec demo`: the two halves as users deploy them — an `edgespec cloud` process with the
 target and an `edgespec edge` process with the draft — driven through the edge's OpenAI API, the
-same prompt in all three modes, and a table of what was measured. Every figure is measured."""
+same prompt in all four modes (the cloud also holds the draft, for the co-located baseline), and
+a table of what was measured. Every figure is measured."""
 
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ def main(options: DemoOptions) -> None:
     draft_path = resolve_model_path(options.draft)
     with tempfile.TemporaryDirectory() as scratch:
         logs = Path(scratch)
-        print("starting the cloud (target model) ...", flush=True)
-        with cloud_process(target_path, log=logs / "cloud.log") as cloud_port:
+        print("starting the cloud (target model, and the draft for co-located mode) ...", flush=True)
+        with cloud_process(target_path, "--draft-model", str(draft_path), log=logs / "cloud.log") as cloud_port:
             print(f"cloud up on 127.0.0.1:{cloud_port}; starting the edge (draft model) ...", flush=True)
             k = str(options.num_speculative_tokens)
             with edge_process(

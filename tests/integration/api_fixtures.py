@@ -28,8 +28,8 @@ class Cloud:
 
 
 @contextlib.contextmanager
-def cloud_with_metrics(model: Path, port: int = 0) -> Iterator[Cloud]:
-    args = ["cloud", "--model", str(model), "--port", str(port), "--metrics-port", "0", "--threads", "1"]
+def cloud_with_metrics(model: Path, *extra: str) -> Iterator[Cloud]:
+    args = ["cloud", "--model", str(model), "--port", "0", "--metrics-port", "0", "--threads", "1", *extra]
     with server_process(args, CLOUD_READY, log=None) as ready:
         yield Cloud(ready_port(ready), f"http://{ready_field(ready, 'metrics')}/metrics")
 

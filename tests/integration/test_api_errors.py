@@ -57,6 +57,11 @@ def test_bad_bodies_get_400(guarded_url: str, body: object, message: str) -> Non
     assert error["type"] == "invalid_request_error" and message in error["message"]
 
 
+def test_colocated_mode_on_a_cloud_without_a_draft_gets_400(guarded_url: str) -> None:
+    response = post(guarded_url, {"prompt": "x", "mode": "colocated"})
+    assert response.status_code == 400 and "no draft model of its own" in response.json()["error"]["message"]
+
+
 def test_unparsable_json_gets_400(guarded_url: str) -> None:
     response = httpx.post(
         f"{guarded_url}/completions",

@@ -24,7 +24,7 @@ NO_EOS = {"ignore_eos": True, "return_token_ids": True}
 
 @pytest.fixture(scope="module")
 def cloud(tiny_pair: TinyPair) -> Iterator[Cloud]:
-    with cloud_with_metrics(tiny_pair.target) as running:
+    with cloud_with_metrics(tiny_pair.target, "--draft-model", str(tiny_pair.draft)) as running:
         yield running
 
 
@@ -64,7 +64,7 @@ def test_completion_equals_the_target_alone(client: openai.OpenAI, tiny_pair: Ti
     assert 1 <= speculation["mean_acceptance_length"] <= 5 and usage.model_extra["fallback_tokens"] == 0
 
 
-@pytest.mark.parametrize("mode", ["spec", "cloud", "edge"])
+@pytest.mark.parametrize("mode", ["spec", "cloud", "edge", "colocated"])
 def test_each_mode_gives_its_models_greedy_output(
     client: openai.OpenAI, tiny_pair: TinyPair, tokenizer, mode: str
 ) -> None:

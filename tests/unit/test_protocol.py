@@ -195,3 +195,16 @@ def test_the_session_budget_is_shared_and_returned() -> None:
     first.close(1)
     first.open(_open(2))
     assert not first.close(99)
+
+
+def test_colocated_sessions_need_a_cloud_draft_and_cloud_decoding() -> None:
+    assert _code(_table().open, _open(1, cloud_decodes=True, colocated_k=4)) is ErrorCode.INVALID_REQUEST
+    with_draft = SessionTable(msgspec.structs.replace(LIMITS, colocated=True), SessionBudget(4))
+    assert _code(with_draft.open, _open(1, colocated_k=4)) is ErrorCode.INVALID_REQUEST  # not cloud_decodes
+    assert _code(with_draft.open, _open(1, cloud_decodes=True, colocated_k=99)) is ErrorCode.INVALID_REQUEST
+    with_draft.open(_open(1, cloud_decodes=True, colocated_k=4))
+
+
+def test_logprobs_are_bounded() -> None:
+    assert _code(_table().open, _open(1, logprobs=LIMITS.max_logprobs + 1)) is ErrorCode.INVALID_REQUEST
+    _table().open(_open(1, logprobs=LIMITS.max_logprobs))

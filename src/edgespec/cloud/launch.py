@@ -10,11 +10,13 @@ from dataclasses import replace
 import msgspec
 import prometheus_client
 
+from edgespec.cloud.colocated import LocalDraft
 from edgespec.cloud.server import CloudServer
 from edgespec.cloud.verifier import Verifier
-from edgespec.config import CloudConfig
+from edgespec.config import CloudConfig, ModelConfig, SpecConfig
 from edgespec.engine.fetch import resolve_model_path
 from edgespec.engine.loading import load_engine
+from edgespec.engine.tokenizer import TokenizerInfo
 
 READY_LINE = "edgespec cloud ready"
 
@@ -23,7 +25,25 @@ def build_server(config: CloudConfig) -> CloudServer:
     """Load the target and wrap it in a server (not yet listening)."""
     engine, tokenizer = load_engine(resolve_model_path(config.model.name), config.model)
     limits = msgspec.structs.replace(config.limits, max_context=min(config.limits.max_context, engine.max_context))
-    return CloudServer(Verifier(engine), tokenizer, replace(config, limits=limits), model_name=config.model.name)
+    local_draft = _load_local_draft(config.draft, tokenizer) if config.draft is not None else None
+    return CloudServer(
+        Verifier(engine),
+        tokenizer,
+        replace(config, limits=limits),
+        model_name=config.model.name,
+        local_draft=local_draft,
+    )
+
+
+def _load_local_draft(model: ModelConfig, target_tokenizer: TokenizerInfo) -> LocalDraft:
+    """A draft for co-located speculation; it must share the target's tokenizer, as an edge must."""
+    engine, tokenizer = load_engine(resolve_model_path(model.name), model)
+    if tokenizer.identity.fingerprint != target_tokenizer.identity.fingerprint:
+        raise ValueError(
+            f"the draft {model.name} does not share the target's tokenizer "
+            f"({tokenizer.identity.name} vs {target_tokenizer.identity.name})"
+        )
+    return LocalDraft(engine, SpecConfig().draft_support)
 
 
 async def serve(config: CloudConfig) -> None:

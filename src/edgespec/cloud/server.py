@@ -9,6 +9,7 @@ import time
 
 import msgspec
 
+from edgespec.cloud.colocated import LocalDraft
 from edgespec.cloud.session_actor import SessionActor
 from edgespec.cloud.verifier import Verifier
 from edgespec.config import CloudConfig
@@ -26,12 +27,22 @@ log = logging.getLogger("edgespec.cloud")
 
 
 class CloudServer:
-    def __init__(self, verifier: Verifier, tokenizer: TokenizerInfo, config: CloudConfig, model_name: str) -> None:
+    def __init__(
+        self,
+        verifier: Verifier,
+        tokenizer: TokenizerInfo,
+        config: CloudConfig,
+        model_name: str,
+        local_draft: LocalDraft | None = None,
+    ) -> None:
         self.verifier = verifier
+        self.local_draft = local_draft
         self.tokenizer = tokenizer
         self.config = config
         self.model_name = model_name
-        self.limits = msgspec.structs.replace(config.limits, vocab_size=verifier.engine.vocab_size)
+        self.limits = msgspec.structs.replace(
+            config.limits, vocab_size=verifier.engine.vocab_size, colocated=local_draft is not None
+        )
         self.budget = SessionBudget(self.limits.max_sessions)
         self.worker = ModelWorker("target")
         self.connections: set[EdgeConnection] = set()
@@ -62,6 +73,8 @@ class CloudServer:
         for connection in list(self.connections):
             await connection.shut_down()
         self.worker.shutdown()
+        if self.local_draft is not None:
+            self.local_draft.shutdown()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = FramedConnection(reader, writer, HANDSHAKE_MAX_FRAME_BYTES)
@@ -180,6 +193,7 @@ class EdgeConnection:
             self.conn.send,
             self.server.tokenizer.eos_token_ids,
             self.server.metrics,
+            self.server.local_draft,
         )
         self.actors[message.sid] = actor
         task = self._spawn(actor.run())

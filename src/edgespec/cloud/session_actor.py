@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from edgespec.cloud.colocated import LocalDraft
 from edgespec.cloud.verifier import TargetSession, Verifier
 from edgespec.engine.worker import ModelWorker
 from edgespec.metrics.prometheus import CloudMetrics
@@ -41,6 +42,7 @@ class SessionActor:
         send: Send,
         eos_token_ids: tuple[int, ...],
         metrics: CloudMetrics,
+        local_draft: LocalDraft | None = None,
     ) -> None:
         self.sid = opening.sid
         self.inbox: asyncio.Queue[Message] = asyncio.Queue()
@@ -51,6 +53,7 @@ class SessionActor:
         self._send = send
         self._eos = eos_token_ids
         self._metrics = metrics
+        self._local_draft = local_draft
         self._target: TargetSession | None = None
         self._close_requested = False  # lets cloud-mode decoding stop between tokens
         self.inbox.put_nowait(opening)
@@ -91,7 +94,9 @@ class SessionActor:
     async def _open(self, message: Open) -> None:
         self._target = self._verifier.open(message.prompt, message.sampling, message.logprobs)
         self._metrics.session_opened(message.cloud_decodes)
-        if message.cloud_decodes:
+        if message.colocated_k is not None:
+            await self._speculate_here(message.max_new_tokens, message.ignore_eos, message.colocated_k)
+        elif message.cloud_decodes:
             await self._decode_alone(message.max_new_tokens, message.ignore_eos)
         else:
             await self._round(OPEN_SEQ, message.draft or Draft(tokens=[]))
@@ -127,6 +132,35 @@ class SessionActor:
             if done or self._close_requested:
                 return
         await self._send(Tokens(sid=self.sid, tokens=[], done=True))  # max_new_tokens was 0
+
+    async def _speculate_here(self, max_new_tokens: int, ignore_eos: bool, k: int) -> None:
+        """Co-located mode: draft and verify in this process; stream each round's tokens."""
+        assert self._target is not None and self._local_draft is not None
+        kv = self._local_draft.new_session()
+        produced = 0
+        try:
+            while produced < max_new_tokens:
+                step = min(k, max_new_tokens - produced - 1)
+                tokens, result = await self._local_draft.round(self._verifier, self._worker, self._target, kv, step)
+                self._metrics.verified(step, result.accepted, result.seconds)
+                tokens = self._until_end(tokens[: max_new_tokens - produced], ignore_eos)
+                produced += len(tokens)
+                done = produced == max_new_tokens or (tokens[-1] in self._eos and not ignore_eos)
+                logprobs = None if result.logprobs is None else result.logprobs[: len(tokens)]
+                await self._send(Tokens(sid=self.sid, tokens=tokens, done=done, logprobs=logprobs))
+                self.last_active = time.monotonic()
+                if done or self._close_requested:
+                    return
+        finally:
+            self._local_draft.release(kv)
+
+    def _until_end(self, tokens: list[int], ignore_eos: bool) -> list[int]:
+        """Tokens up to and including the first end-of-sequence token (the edge drops it)."""
+        if not ignore_eos:
+            for i, token in enumerate(tokens):
+                if token in self._eos:
+                    return tokens[: i + 1]
+        return tokens
 
     async def _send_error(self, code: ErrorCode, text: str) -> None:
         self._metrics.error(code.value)

@@ -254,9 +254,9 @@ class EdgeRuntime:
         context: list[int],
         kv: KVSession,
     ) -> AsyncGenerator[Chunk, None]:
-        if generation.mode is Mode.CLOUD:
-            return self._cloud_decode(generation, session, sampling, stop, context)
-        return self._speculate(generation, session, sampling, stop, context, kv)
+        if generation.mode is Mode.SPEC:
+            return self._speculate(generation, session, sampling, stop, context, kv)
+        return self._cloud_decode(generation, session, sampling, stop, context)
 
     async def _speculate(
         self,
@@ -270,9 +270,7 @@ class EdgeRuntime:
         """Rounds on one cloud session, opened with `context` (the prompt, or everything so far)."""
         request, stats = generation.request, generation.stats
         assert sampling.seed is not None
-        k_wanted = request.num_speculative_tokens
-        if k_wanted is None:
-            k_wanted = self.policy.spec.num_speculative_tokens
+        k_wanted = self._k(request)
         opening = True
         while True:
             k = min(k_wanted, stop.remaining - 1, session.link.welcome.limits.max_k)
@@ -299,11 +297,18 @@ class EdgeRuntime:
         stop: StopChecker,
         context: list[int],
     ) -> AsyncGenerator[Chunk, None]:
-        request = generation.request
-        stream = session.stream(context, sampling, stop.remaining, request.ignore_eos, request.logprobs)
+        """Cloud or co-located mode: the cloud streams what it decodes or speculates on its own."""
+        request, stats = generation.request, generation.stats
+        colocated_k = self._k(request) if generation.mode is Mode.COLOCATED else None
+        stream = session.stream(context, sampling, stop.remaining, request.ignore_eos, request.logprobs, colocated_k)
         async for message in stream:
-            generation.stats.target_forwards += len(message.tokens)
+            # cloud mode: one forward per token; co-located: one verify per frame
+            stats.target_forwards += 1 if colocated_k is not None else len(message.tokens)
             yield Chunk(message.tokens, message.logprobs)
+
+    def _k(self, request: GenerationRequest) -> int:
+        k = request.num_speculative_tokens
+        return self.policy.spec.num_speculative_tokens if k is None else k
 
     async def _draft_token(
         self, generation: Generation, sampling: SamplingParams, context: list[int], kv: KVSession, fallback: bool

@@ -116,6 +116,7 @@ class Open(Base, frozen=True, tag="open"):
     ignore_eos: bool = False
     draft: Draft | None = None
     logprobs: Count | None = None  # report TokenLogprobs with this many top tokens per output token
+    colocated_k: Count | None = None  # with cloud_decodes: speculate in the cloud with its own draft, k tokens
 
 
 class Verify(Base, frozen=True, tag="verify"):

@@ -60,6 +60,8 @@ class SessionTable:
         self._check_prompt(msg)
         if msg.draft is not None:
             self._check_draft(msg.sid, msg.draft, msg.sampling, len(msg.prompt))
+        if msg.colocated_k is not None:
+            self._check_colocated(msg)
         self.budget.acquire(msg.sid)
         state = SessionState(msg.sampling, msg.cloud_decodes, context_len=len(msg.prompt))
         self._sessions[msg.sid] = state
@@ -114,6 +116,16 @@ class SessionTable:
                 f"prompt of {len(msg.prompt)} tokens plus {msg.max_new_tokens} new tokens exceeds "
                 f"the cloud's context of {self.limits.max_context}",
                 msg.sid,
+            )
+
+    def _check_colocated(self, msg: Open) -> None:
+        if not self.limits.colocated:
+            raise ProtocolError(ErrorCode.INVALID_REQUEST, "this cloud has no draft model of its own", msg.sid)
+        if not msg.cloud_decodes:
+            raise ProtocolError(ErrorCode.INVALID_REQUEST, "co-located speculation needs cloud_decodes", msg.sid)
+        if msg.colocated_k is not None and msg.colocated_k > self.limits.max_k:
+            raise ProtocolError(
+                ErrorCode.INVALID_REQUEST, f"k {msg.colocated_k} exceeds max k {self.limits.max_k}", msg.sid
             )
 
     def _check_draft(self, sid: int, draft: Draft, sampling: SamplingParams, context_len: int) -> None:

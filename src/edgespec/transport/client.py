@@ -230,9 +230,15 @@ class RemoteSession:
         return await self._verdict()
 
     async def stream(
-        self, prompt: list[int], sampling: SamplingParams, max_new_tokens: int, ignore_eos: bool, logprobs: int | None
+        self,
+        prompt: list[int],
+        sampling: SamplingParams,
+        max_new_tokens: int,
+        ignore_eos: bool,
+        logprobs: int | None,
+        colocated_k: int | None = None,
     ) -> AsyncIterator[Tokens]:
-        """Cloud mode: the cloud decodes and streams its tokens."""
+        """Cloud mode (or, with colocated_k, co-located speculation): the cloud streams its tokens."""
         await self._send(
             Open(
                 sid=self.sid,
@@ -242,6 +248,7 @@ class RemoteSession:
                 cloud_decodes=True,
                 ignore_eos=ignore_eos,
                 logprobs=logprobs,
+                colocated_k=colocated_k,
             )
         )
         self._opened = True
