@@ -26,6 +26,7 @@ from edgespec.config import (
     api_key_from_env,
     auth_token_from_env,
 )
+from edgespec.cpus import pin
 
 EXIT_USAGE = 2
 
@@ -87,6 +88,7 @@ def _add(
 
 def _model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--model", required=required, help="HF folder, .gguf file, or alias (demo-draft, demo-target)")
+    parser.add_argument("--cpus", help="pin the process to these cores, e.g. 0 or 2-3 (default: all)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU"
@@ -161,6 +163,7 @@ def _run_cloud(args: argparse.Namespace) -> None:
         metrics_port=args.metrics_port,
         draft=ModelConfig(args.draft_model, args.device, args.dtype, args.threads) if args.draft_model else None,
     )
+    pin(args.cpus)
     asyncio.run(serve(config))
 
 
@@ -213,6 +216,7 @@ def _run_edge(args: argparse.Namespace) -> None:
             api_key=api_key_from_env(args.api_key),
         ),
     )
+    pin(args.cpus)
     asyncio.run(serve(config))
 
 
@@ -272,6 +276,7 @@ def _run_generate(args: argparse.Namespace) -> None:
         sampling=_sampling(args),
         print_stats=args.stats,
     )
+    pin(args.cpus)
     asyncio.run(generate_once(options))
 
 

@@ -1,4 +1,4 @@
-"""`edgespec bench protocol | pair`."""
+"""`edgespec bench protocol | pair | sweep`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,19 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     pair.add_argument("--k", default="1,2,3,4,5,6,7,8", help="comma-separated draft lengths")
     pair.add_argument("--max-tokens", type=int, default=48)
     pair.add_argument("--out", help="also write the results as JSON here")
+    sweep = kinds.add_parser("sweep", help="modes × k × emulated RTT on real processes; JSON, report, plots")
+    sweep.add_argument("--rtt-ms", default="0,10,25,50,100,200", help="comma-separated round-trip times")
+    sweep.add_argument("--k", default="1,2,4,8", help="comma-separated draft lengths")
+    sweep.add_argument("--modes", default="spec,cloud,edge,colocated", help="comma-separated modes")
+    sweep.add_argument("--max-tokens", type=int, default=48)
+    sweep.add_argument("--prompts", type=int, default=2, help="how many of the built-in prompts per cell")
+    sweep.add_argument("--draft", default="demo-draft")
+    sweep.add_argument("--target", default="demo-target")
+    sweep.add_argument("--jitter-ms", type=float, default=0.0)
+    sweep.add_argument("--bandwidth-mbit", type=float)
+    sweep.add_argument("--loss", type=float, default=0.0)
+    sweep.add_argument("--no-pin", action="store_true", help="do not pin cloud and edge to one core each")
+    sweep.add_argument("--out", default="sweep-results", help="folder for results.json, report.md and plots")
 
 
 def run_bench(args: argparse.Namespace) -> None:
@@ -24,6 +37,10 @@ def run_bench(args: argparse.Namespace) -> None:
         from edgespec.bench.protocol_overhead import run
 
         asyncio.run(run(args.rounds, args.k))
+    elif args.bench == "sweep":
+        from edgespec.bench.sweep_cli import run_sweep_command
+
+        run_sweep_command(args)
     else:
         from edgespec.bench.pair import run as run_pair
 

@@ -50,23 +50,8 @@ async def _measure(
             GenerationRequest(prompt, max_tokens, mode=mode, num_speculative_tokens=k, ignore_eos=True)
         )
         await generation.collect()
-        _add(total, generation.stats)
+        total.add(generation.stats)
     return total
-
-
-def _add(total: SpecStats, one: SpecStats) -> None:
-    for name in (
-        "output_tokens",
-        "rounds",
-        "draft_tokens",
-        "accepted_tokens",
-        "target_forwards",
-        "bytes_up",
-        "bytes_down",
-    ):
-        setattr(total, name, getattr(total, name) + getattr(one, name))
-    for name in ("draft_s", "network_s", "verify_s", "wall_s"):
-        setattr(total, name, getattr(total, name) + getattr(one, name))
 
 
 def _line(mode: Mode, k: int, stats: SpecStats) -> str:

@@ -39,6 +39,15 @@ class SpecStats:
         for position in range(accepted):
             self.accepted_per_position[position] += 1
 
+    def add(self, other: SpecStats) -> None:
+        """Accumulate another request's statistics (for totals over several requests)."""
+        for name in _SUMMED:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        longer = max(len(self.accepted_per_position), len(other.accepted_per_position))
+        self.accepted_per_position = [
+            _at(self.accepted_per_position, i) + _at(other.accepted_per_position, i) for i in range(longer)
+        ]
+
     @property
     def acceptance_rate(self) -> float | None:
         return self.accepted_tokens / self.draft_tokens if self.draft_tokens else None
@@ -69,3 +78,25 @@ class SpecStats:
             "network_wait_s": self.network_wait_s,
         }
         return asdict(self) | derived
+
+
+_SUMMED = (
+    "output_tokens",
+    "rounds",
+    "draft_tokens",
+    "accepted_tokens",
+    "target_forwards",
+    "bytes_up",
+    "bytes_down",
+    "draft_s",
+    "network_s",
+    "verify_s",
+    "ttft_s",
+    "wall_s",
+    "fallback_tokens",
+    "link_losses",
+)
+
+
+def _at(values: list[int], index: int) -> int:
+    return values[index] if index < len(values) else 0

@@ -1,0 +1,104 @@
+"""The sweep's plots (matplotlib, written as PNG files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+
+import matplotlib.pyplot as plt
+
+from edgespec.bench.analysis import Analysis
+from edgespec.bench.sweep import Cell
+from edgespec.config import Mode
+
+STYLE = {Mode.SPEC: "-", Mode.COLOCATED: ":", Mode.CLOUD: "-", Mode.EDGE: "--"}
+
+
+def write_plots(cells: list[Cell], analysis: Analysis, out: Path) -> list[Path]:
+    return [
+        _throughput(cells, analysis, out / "tokens_per_s_vs_rtt.png"),
+        _ttft(cells, out / "ttft_vs_rtt.png"),
+        _acceptance(cells, out / "acceptance_per_position.png"),
+        _forwards(cells, out / "cloud_forwards_per_token.png"),
+    ]
+
+
+def _series(cells: list[Cell]) -> dict[tuple[Mode, int], list[Cell]]:
+    series: dict[tuple[Mode, int], list[Cell]] = {}
+    for cell in cells:
+        series.setdefault((cell.mode, cell.k), []).append(cell)
+    return series
+
+
+def _label(mode: Mode, k: int) -> str:
+    return f"{mode.value} k={k}" if mode in (Mode.SPEC, Mode.COLOCATED) else mode.value
+
+
+def _throughput(cells: list[Cell], analysis: Analysis, path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(8, 5))
+    rtts = sorted({cell.rtt_ms for cell in cells})
+    for (mode, k), line in _series(cells).items():
+        if mode is Mode.EDGE:  # the draft alone never touches the link
+            axes.plot(rtts, [line[0].tokens_per_s] * len(rtts), "--", color="gray", label="edge (draft alone)")
+            continue
+        drawn = axes.plot(
+            [c.rtt_ms for c in line], [c.tokens_per_s for c in line], STYLE[mode], marker="o", label=_label(mode, k)
+        )
+        predicted = [(c.rtt_ms, analysis.prediction(c)) for c in line if analysis.prediction(c) is not None]
+        if predicted:
+            axes.plot(*zip(*predicted, strict=True), linestyle=(0, (2, 2)), color=drawn[0].get_color(), alpha=0.6)
+    if analysis.crossover_ms is not None and analysis.crossover_ms > 0:
+        axes.axvline(analysis.crossover_ms, color="red", alpha=0.4, label=f"crossover {analysis.crossover_ms:.0f} ms")
+    axes.set(xlabel="round-trip time (ms)", ylabel="output tokens/s", title="Throughput vs RTT (dashed: model)")
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def _ttft(cells: list[Cell], path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for (mode, k), line in _series(cells).items():
+        if mode is not Mode.EDGE:
+            axes.plot(
+                [c.rtt_ms for c in line],
+                [c.ttft_s * 1000 for c in line],
+                STYLE[mode],
+                marker="o",
+                label=_label(mode, k),
+            )
+    axes.set(xlabel="round-trip time (ms)", ylabel="mean time to first token (ms)", title="TTFT vs RTT")
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def _acceptance(cells: list[Cell], path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(8, 5))
+    base = min(cell.rtt_ms for cell in cells)
+    spec = [c for c in cells if c.mode is Mode.SPEC and c.rtt_ms == base]
+    width = 0.8 / max(len(spec), 1)
+    for i, cell in enumerate(spec):
+        rates = [accepted / cell.stats.rounds for accepted in cell.stats.accepted_per_position]
+        axes.bar([p + i * width for p in range(len(rates))], rates, width, label=f"k={cell.k}")
+    axes.set(xlabel="draft position", ylabel="share of rounds accepting it", title="Acceptance per position")
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def _forwards(cells: list[Cell], path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(8, 5))
+    base = min(cell.rtt_ms for cell in cells)
+    shown = [c for c in cells if c.rtt_ms == base and c.mode is not Mode.EDGE]
+    values = [c.stats.target_forwards_per_token or 0.0 for c in shown]
+    axes.bar([_label(c.mode, c.k) for c in shown], values)
+    axes.set(ylabel="cloud forward passes per output token", title="Cloud work per output token")
+    axes.tick_params(axis="x", rotation=45)
+    return _save(figure, path)
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

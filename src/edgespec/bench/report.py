@@ -1,0 +1,118 @@
+"""The sweep's outputs: results JSON, a Markdown report with the model beside every measured cell,
+and the plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+from edgespec.bench.analysis import Analysis
+from edgespec.bench.plots import write_plots
+from edgespec.bench.sweep import Cell, SweepPlan
+from edgespec.config import Mode
+
+
+def write_report(plan: SweepPlan, cells: list[Cell], analysis: Analysis, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(_results(plan, cells, analysis), indent=1))
+    plots = write_plots(cells, analysis, out)
+    report = out / "report.md"
+    report.write_text("\n".join([*_header(plan), *_table(cells, analysis), *_model(analysis), *_figures(plots)]))
+    return report
+
+
+def machine() -> str:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.processor()
+    )
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def _cpuinfo() -> list[str]:
+    path = Path("/proc/cpuinfo")
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _results(plan: SweepPlan, cells: list[Cell], analysis: Analysis) -> dict[str, object]:
+    return {
+        "machine": machine(),
+        "plan": asdict(plan) | {"modes": [m.value for m in plan.modes]},
+        "cells": [cell.as_dict() | {"predicted_tokens_per_s": analysis.prediction(cell)} for cell in cells],
+        "calibration": {k: asdict(timing) for k, timing in analysis.timings.items()},
+        "cloud_decode_s": analysis.decode_s,
+        "crossover_rtt_ms": analysis.crossover_ms,
+    }
+
+
+def _header(plan: SweepPlan) -> list[str]:
+    link = plan.link
+    pinning = "pinned to one core each" if plan.pin else "unpinned"
+    return [
+        "# Sweep: speculation vs RTT",
+        "",
+        f"Machine: {machine()}. Draft {plan.draft}, target {plan.target}; {len(plan.prompts)} chat prompts, "
+        f"{plan.max_tokens} tokens each, greedy; cloud and edge {pinning}.",
+        f"Link: emulated RTT as listed, jitter {link.jitter_ms} ms, bandwidth "
+        f"{link.bandwidth_mbit or 'unlimited'} Mbit/s, loss {link.loss}.",
+        "",
+    ]
+
+
+def _table(cells: list[Cell], analysis: Analysis) -> list[str]:
+    lines = [
+        "| RTT ms | mode | k | tok/s | model tok/s | error | TTFT ms | accept rate | mean acc len | cloud fwd/token |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        predicted, error = analysis.prediction(cell), analysis.error(cell)
+        stats = cell.stats
+        lines.append(
+            f"| {cell.rtt_ms:g} | {cell.mode.value} | {cell.k if cell.mode in (Mode.SPEC, Mode.COLOCATED) else '–'} "
+            f"| {cell.tokens_per_s:.2f} | {_fmt(predicted)} | {_pct(error)} | {cell.ttft_s * 1000:.0f} "
+            f"| {_fmt(stats.acceptance_rate)} | {_fmt(stats.mean_acceptance_length)} "
+            f"| {_fmt(stats.target_forwards_per_token)} |"
+        )
+    return [*lines, ""]
+
+
+def _model(analysis: Analysis) -> list[str]:
+    lines = [
+        "## The model",
+        "",
+        "Spec tokens/s = E[N] / (k·t_draft + RTT + overhead + t_verify), E[N] = (1−α^(k+1))/(1−α); each k is",
+        "calibrated on its lowest-RTT cell (its error is 0 by construction) and predicted at every other RTT.",
+        "Cloud mode streams, so an added RTT costs once per request.",
+        "",
+        "| k | α | t_draft ms/token | t_verify ms | overhead ms | crossover RTT ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k, t in sorted(analysis.timings.items()):
+        crossover = t.crossover_rtt_s(analysis.decode_s) * 1000 if analysis.decode_s else None
+        lines.append(
+            f"| {k} | {t.alpha:.2f} | {t.draft_token_s * 1000:.1f} | {t.verify_s * 1000:.1f} "
+            f"| {t.overhead_s * 1000:.1f} | {_fmt(crossover, 0)} |"
+        )
+    if analysis.crossover_ms is None:
+        verdict = "No crossover computed (the sweep needs spec and cloud cells)."
+    elif analysis.crossover_ms <= 0:
+        verdict = "Speculation loses to cloud decoding at every RTT on this setup (crossover ≤ 0 ms)."
+    else:
+        verdict = (
+            f"**Crossover: above an RTT of about {analysis.crossover_ms:.0f} ms no draft length beats cloud decoding.**"
+        )
+    return [*lines, "", verdict, ""]
+
+
+def _figures(plots: list[Path]) -> list[str]:
+    return [f"![{plot.stem.replace('_', ' ')}]({plot.name})" for plot in plots]
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.0%}"

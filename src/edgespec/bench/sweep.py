@@ -1,0 +1,134 @@
+"""`edgespec bench sweep`: every mode × draft length × emulated RTT, measured on real processes.
+
+The cloud runs as its own process (holding the draft too, for the co-located baseline); the edge
+runs here, through the same runtime the API serves, over a link with emulated RTT (the link's
+other settings are fixed for the whole sweep). With `pin`, cloud and edge get one core each and
+one thread each, so neither steals the other's compute. Output is greedy and deterministic, so
+every cell of a mode decodes the same tokens and cells differ only in time.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgespec.config import EdgePolicy, LinkConfig, LinkEmulation, Mode, ModelConfig
+from edgespec.edge.runtime import EdgeRuntime, GenerationRequest
+from edgespec.engine.fetch import resolve_model_path
+from edgespec.engine.loading import load_engine
+from edgespec.metrics.stats import SpecStats
+from edgespec.processes import cloud_process
+from edgespec.transport.resilient import ResilientLink
+
+DEFAULT_PROMPTS = (
+    "Write a Python function that checks whether a number is prime.",
+    "Write a Python function that returns the n-th Fibonacci number iteratively.",
+)
+EDGE_CORE, CLOUD_CORE = 0, 1
+SPECULATING = (Mode.SPEC, Mode.COLOCATED)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    rtts_ms: list[float]
+    ks: list[int]
+    modes: list[Mode]
+    max_tokens: int = 48
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    draft: str = "demo-draft"
+    target: str = "demo-target"
+    link: LinkEmulation = field(default_factory=LinkEmulation)  # jitter, bandwidth, loss; RTT varies
+    pin: bool = True
+
+    def cells(self) -> list[tuple[float, Mode, int]]:
+        """(rtt, mode, k) in run order. Edge mode never touches the link: once, at the first RTT."""
+        cells = [(self.rtts_ms[0], Mode.EDGE, 0)] if Mode.EDGE in self.modes else []
+        for rtt in self.rtts_ms:
+            for mode in self.modes:
+                if mode in SPECULATING:
+                    cells += [(rtt, mode, k) for k in self.ks]
+                elif mode is Mode.CLOUD:
+                    cells.append((rtt, mode, 0))
+        return cells
+
+
+@dataclass
+class Cell:
+    rtt_ms: float
+    mode: Mode
+    k: int
+    requests: int
+    stats: SpecStats
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.stats.output_tokens / self.stats.wall_s
+
+    @property
+    def ttft_s(self) -> float:
+        return self.stats.ttft_s / self.requests
+
+    def as_dict(self) -> dict[str, object]:
+        stats = self.stats.as_dict()
+        stats.pop("ttft_s")
+        return (
+            {"rtt_ms": self.rtt_ms, "mode": self.mode.value, "k": self.k, "requests": self.requests}
+            | stats
+            | {
+                "tokens_per_s": self.tokens_per_s,
+                "mean_ttft_s": self.ttft_s,
+            }
+        )
+
+
+Progress = Callable[[Cell], None]
+
+
+async def run_sweep(plan: SweepPlan, on_cell: Progress) -> list[Cell]:
+    target_path, draft_path = resolve_model_path(plan.target), resolve_model_path(plan.draft)
+    cloud_args = ["--draft-model", str(draft_path), "--threads", "1"]
+    if plan.pin:
+        cloud_args += ["--cpus", str(CLOUD_CORE)]
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        cloud_process(target_path, *cloud_args, log=Path(scratch) / "cloud.log") as port,
+    ):
+        if plan.pin:  # only now: the cloud would have inherited this process's cores
+            os.sched_setaffinity(0, {EDGE_CORE})
+        engine, tokenizer = load_engine(draft_path, ModelConfig(str(draft_path), threads=1))
+        cells: list[Cell] = []
+        for rtt in plan.rtts_ms:
+            emulation = LinkEmulation(
+                rtt_ms=rtt,
+                jitter_ms=plan.link.jitter_ms,
+                bandwidth_mbit=plan.link.bandwidth_mbit,
+                loss=plan.link.loss,
+                seed=plan.link.seed,
+            )
+            links = ResilientLink(LinkConfig(port=port, emulation=emulation), tokenizer.identity)
+            await links.start(require=True)
+            runtime = EdgeRuntime(engine, tokenizer, links, EdgePolicy())
+            prompts = [runtime.render_chat([{"role": "user", "content": text}]) for text in plan.prompts]
+            try:
+                for cell_rtt, mode, k in plan.cells():
+                    if cell_rtt == rtt:
+                        cells.append(await _measure(runtime, prompts, plan.max_tokens, rtt, mode, k))
+                        on_cell(cells[-1])
+            finally:
+                await runtime.aclose()
+    return cells
+
+
+async def _measure(
+    runtime: EdgeRuntime, prompts: list[list[int]], max_tokens: int, rtt: float, mode: Mode, k: int
+) -> Cell:
+    total = SpecStats(mode=mode.value)
+    for prompt in prompts:
+        request = GenerationRequest(prompt, max_tokens, mode=mode, num_speculative_tokens=k, ignore_eos=True)
+        generation = runtime.generate(request)
+        await generation.collect()
+        total.add(generation.stats)
+    return Cell(rtt, mode, k, len(prompts), total)

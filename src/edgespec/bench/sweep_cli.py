@@ -1,0 +1,58 @@
+"""The sweep from the command line: plan from flags, a progress bar, the report at the end."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from edgespec.bench.analysis import analyse
+from edgespec.bench.report import write_report
+from edgespec.bench.sweep import DEFAULT_PROMPTS, Cell, SweepPlan, run_sweep
+from edgespec.config import LinkEmulation, Mode
+
+
+def plan_from_args(args: argparse.Namespace) -> SweepPlan:
+    if not 1 <= args.prompts <= len(DEFAULT_PROMPTS):
+        raise ValueError(f"--prompts must be in [1, {len(DEFAULT_PROMPTS)}], got {args.prompts}")
+    if args.max_tokens < 2:
+        raise ValueError(f"--max-tokens must be at least 2, got {args.max_tokens}")
+    plan = SweepPlan(
+        rtts_ms=sorted(_numbers(args.rtt_ms, float, "--rtt-ms")),
+        ks=_numbers(args.k, int, "--k"),
+        modes=[Mode(mode) for mode in args.modes.split(",")],
+        max_tokens=args.max_tokens,
+        prompts=DEFAULT_PROMPTS[: args.prompts],
+        draft=args.draft,
+        target=args.target,
+        link=LinkEmulation(jitter_ms=args.jitter_ms, bandwidth_mbit=args.bandwidth_mbit, loss=args.loss),
+        pin=not args.no_pin and len(os.sched_getaffinity(0)) >= 2,
+    )
+    if any(rtt < 0 for rtt in plan.rtts_ms) or any(not 0 <= k <= 64 for k in plan.ks):
+        raise ValueError("RTTs must not be negative and k must be in [0, 64]")
+    return plan
+
+
+def run_sweep_command(args: argparse.Namespace) -> None:
+    plan = plan_from_args(args)
+    cells = plan.cells()
+    print(f"sweep: {len(cells)} cells, {len(plan.prompts)} prompts × {plan.max_tokens} tokens each", flush=True)
+    with tqdm(total=len(cells), unit="cell") as bar:
+
+        def on_cell(cell: Cell) -> None:
+            bar.set_postfix_str(f"{cell.mode.value} k={cell.k} rtt={cell.rtt_ms:g}: {cell.tokens_per_s:.2f} tok/s")
+            bar.update()
+
+        measured = asyncio.run(run_sweep(plan, on_cell))
+    report = write_report(plan, measured, analyse(measured), Path(args.out))
+    print(f"report: {report}")
+
+
+def _numbers(text: str, kind: type, flag: str) -> list:
+    try:
+        return [kind(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated numbers, got {text!r}") from None
