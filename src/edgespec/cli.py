@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     _add(commands, "demo", "cloud + edge on loopback, all three modes, measured", _demo_args, _run_demo)
     _add(commands, "models", "list, fetch or convert models", _models_args, _run_models)
     _add(commands, "bench", "benchmarks that print figures", _bench_args, _run_bench)
+    _add(commands, "netem", "a shaped kernel network path to a cloud in a namespace (root)", _netem_args, _run_netem)
     return parser
 
 
@@ -359,3 +360,32 @@ def _run_bench(args: argparse.Namespace) -> None:
     from edgespec.bench.cli import run_bench
 
     run_bench(args)
+
+
+# --- netem -------------------------------------------------------------------------------------
+
+
+def _netem_args(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    up = actions.add_parser("up", help="create the namespace, veth pair and tc netem shaping")
+    up.add_argument("--rtt-ms", type=float, default=0.0)
+    up.add_argument("--jitter-ms", type=float, default=0.0)
+    up.add_argument("--rate-mbit", type=float, help="each direction (default: unlimited)")
+    up.add_argument("--loss-percent", type=float, default=0.0, help="each direction")
+    actions.add_parser("down", help="remove them")
+    actions.add_parser("status", help="whether the namespace exists")
+
+
+def _run_netem(args: argparse.Namespace) -> None:
+    from edgespec import netem
+
+    if args.action == "up":
+        address = netem.up(netem.Shaping(args.rtt_ms, args.jitter_ms, args.rate_mbit, args.loss_percent))
+        print(f"cloud namespace {netem.NAMESPACE} up; start the cloud inside it and point the edge at {address}:")
+        print(f"  ip netns exec {netem.NAMESPACE} edgespec cloud --model demo-target --host {address} --auth-token T")
+        print(f"  edgespec edge --model demo-draft --cloud {address}:{DEFAULT_CLOUD_PORT} --auth-token T")
+    elif args.action == "down":
+        netem.down()
+        print(f"namespace {netem.NAMESPACE} removed")
+    else:
+        print("up" if netem.is_up() else "down")

@@ -25,12 +25,12 @@ def test_alpha_is_recovered_from_the_mean_length(alpha: float, k: int) -> None:
 
 
 def test_spec_throughput_and_the_crossover_agree() -> None:
-    timing = SpecTiming(k=4, alpha=0.8, draft_token_s=0.01, verify_s=0.05, overhead_s=0.001)
+    timing = SpecTiming(k=4, alpha=0.8, draft_s=0.04, verify_s=0.05, overhead_s=0.001)
     decode_s = 0.04  # the cloud alone: 25 tokens/s
     crossover = timing.crossover_rtt_s(decode_s)
     assert timing.tokens_per_s(crossover) == pytest.approx(cloud_tokens_per_s(decode_s))
     assert timing.tokens_per_s(crossover / 2) > cloud_tokens_per_s(decode_s) > timing.tokens_per_s(crossover * 2)
-    slower = SpecTiming(k=1, alpha=0.8, draft_token_s=0.01, verify_s=0.05, overhead_s=0.001)
+    slower = SpecTiming(k=1, alpha=0.8, draft_s=0.04, verify_s=0.05, overhead_s=0.001)
     assert crossover_rtt_s([slower, timing], decode_s) == pytest.approx(
         max(crossover, slower.crossover_rtt_s(decode_s))
     )

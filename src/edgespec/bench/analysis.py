@@ -53,7 +53,7 @@ def _calibrate(cell: Cell) -> SpecTiming:
     stats = cell.stats
     mean_length = stats.output_tokens / stats.rounds  # committed per round, the last short one included
     wall_per_round = stats.wall_s / stats.rounds
-    draft_token_s = stats.draft_s / max(stats.draft_tokens, 1)
+    draft_s = stats.draft_s / stats.rounds
     verify_s = stats.verify_s / stats.rounds
-    overhead_s = wall_per_round - cell.k * draft_token_s - verify_s  # link, protocol, prefill share
-    return SpecTiming(cell.k, alpha_from_mean_length(mean_length, cell.k), draft_token_s, verify_s, overhead_s)
+    overhead_s = wall_per_round - draft_s - verify_s  # link, protocol, scheduling
+    return SpecTiming(cell.k, alpha_from_mean_length(mean_length, cell.k), draft_s, verify_s, overhead_s)

@@ -1,9 +1,11 @@
-"""`edgespec bench protocol | pair | sweep`."""
+"""`edgespec bench protocol | pair | sweep | serve`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+
+from edgespec.bench.serve.cli import add_serve_args, run_serve
 
 
 def add_bench_args(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +32,8 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--loss", type=float, default=0.0)
     sweep.add_argument("--no-pin", action="store_true", help="do not pin cloud and edge to one core each")
     sweep.add_argument("--out", default="sweep-results", help="folder for results.json, report.md and plots")
+    serve = kinds.add_parser("serve", help="load generator for an OpenAI-compatible server (vllm bench serve's flags)")
+    add_serve_args(serve)
 
 
 def run_bench(args: argparse.Namespace) -> None:
@@ -37,6 +41,8 @@ def run_bench(args: argparse.Namespace) -> None:
         from edgespec.bench.protocol_overhead import run
 
         asyncio.run(run(args.rounds, args.k))
+    elif args.bench == "serve":
+        run_serve(args)
     elif args.bench == "sweep":
         from edgespec.bench.sweep_cli import run_sweep_command
 

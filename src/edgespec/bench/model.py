@@ -40,12 +40,12 @@ class SpecTiming:
 
     k: int
     alpha: float
-    draft_token_s: float  # edge time per drafted token
+    draft_s: float  # edge time drafting one block: k·t_draft, catching up on the cloud's token included
     verify_s: float  # cloud time per verify pass of k+1 tokens
-    overhead_s: float  # per-round time on a link with no added delay: protocol, scheduling
+    overhead_s: float  # the rest of a round on a link with no added delay: protocol, scheduling
 
     def round_s(self, rtt_s: float) -> float:
-        return self.k * self.draft_token_s + rtt_s + self.overhead_s + self.verify_s
+        return self.draft_s + rtt_s + self.overhead_s + self.verify_s
 
     def tokens_per_s(self, rtt_s: float) -> float:
         return expected_tokens_per_round(self.alpha, self.k) / self.round_s(rtt_s)

@@ -86,13 +86,13 @@ def _model(analysis: Analysis) -> list[str]:
         "calibrated on its lowest-RTT cell (its error is 0 by construction) and predicted at every other RTT.",
         "Cloud mode streams, so an added RTT costs once per request.",
         "",
-        "| k | α | t_draft ms/token | t_verify ms | overhead ms | crossover RTT ms |",
+        "| k | α | k·t_draft ms | t_verify ms | overhead ms | crossover RTT ms |",
         "|---|---|---|---|---|---|",
     ]
     for k, t in sorted(analysis.timings.items()):
         crossover = t.crossover_rtt_s(analysis.decode_s) * 1000 if analysis.decode_s else None
         lines.append(
-            f"| {k} | {t.alpha:.2f} | {t.draft_token_s * 1000:.1f} | {t.verify_s * 1000:.1f} "
+            f"| {k} | {t.alpha:.2f} | {t.draft_s * 1000:.1f} | {t.verify_s * 1000:.1f} "
             f"| {t.overhead_s * 1000:.1f} | {_fmt(crossover, 0)} |"
         )
     if analysis.crossover_ms is None:

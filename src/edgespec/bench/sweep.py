@@ -9,11 +9,14 @@ every cell of a mode decodes the same tokens and cells differ only in time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from edgespec.config import EdgePolicy, LinkConfig, LinkEmulation, Mode, ModelConfig
 from edgespec.edge.runtime import EdgeRuntime, GenerationRequest
@@ -28,6 +31,7 @@ DEFAULT_PROMPTS = (
     "Write a Python function that returns the n-th Fibonacci number iteratively.",
 )
 EDGE_CORE, CLOUD_CORE = 0, 1
+WARM_UP_TOKENS = 4
 SPECULATING = (Mode.SPEC, Mode.COLOCATED)
 
 
@@ -92,33 +96,49 @@ async def run_sweep(plan: SweepPlan, on_cell: Progress) -> list[Cell]:
     cloud_args = ["--draft-model", str(draft_path), "--threads", "1"]
     if plan.pin:
         cloud_args += ["--cpus", str(CLOUD_CORE)]
-    with (
-        tempfile.TemporaryDirectory() as scratch,
-        cloud_process(target_path, *cloud_args, log=Path(scratch) / "cloud.log") as port,
-    ):
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory())
+        port = stack.enter_context(cloud_process(target_path, *cloud_args, log=Path(scratch) / "cloud.log"))
+        stack.callback(torch.set_num_threads, torch.get_num_threads())  # this process is ours only for now
         if plan.pin:  # only now: the cloud would have inherited this process's cores
+            stack.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
             os.sched_setaffinity(0, {EDGE_CORE})
         engine, tokenizer = load_engine(draft_path, ModelConfig(str(draft_path), threads=1))
         cells: list[Cell] = []
         for rtt in plan.rtts_ms:
-            emulation = LinkEmulation(
-                rtt_ms=rtt,
-                jitter_ms=plan.link.jitter_ms,
-                bandwidth_mbit=plan.link.bandwidth_mbit,
-                loss=plan.link.loss,
-                seed=plan.link.seed,
-            )
-            links = ResilientLink(LinkConfig(port=port, emulation=emulation), tokenizer.identity)
+            links = ResilientLink(LinkConfig(port=port, emulation=_emulation(plan.link, rtt)), tokenizer.identity)
             await links.start(require=True)
             runtime = EdgeRuntime(engine, tokenizer, links, EdgePolicy())
-            prompts = [runtime.render_chat([{"role": "user", "content": text}]) for text in plan.prompts]
             try:
-                for cell_rtt, mode, k in plan.cells():
-                    if cell_rtt == rtt:
-                        cells.append(await _measure(runtime, prompts, plan.max_tokens, rtt, mode, k))
-                        on_cell(cells[-1])
+                if not cells:
+                    await _warm_up(runtime, plan)
+                cells += await _measure_at(runtime, plan, rtt, on_cell)
             finally:
                 await runtime.aclose()
+    return cells
+
+
+def _emulation(link: LinkEmulation, rtt_ms: float) -> LinkEmulation:
+    return LinkEmulation(rtt_ms, link.jitter_ms, link.bandwidth_mbit, link.loss, link.seed)
+
+
+async def _warm_up(runtime: EdgeRuntime, plan: SweepPlan) -> None:
+    """One short request per mode first: the first forward passes of a process are slow (memory
+    allocation, kernel selection) and would otherwise land in whichever cell runs first."""
+    prompt = runtime.render_chat([{"role": "user", "content": plan.prompts[0]}])
+    for mode in plan.modes:
+        request = GenerationRequest(prompt, WARM_UP_TOKENS, mode=mode, num_speculative_tokens=max(plan.ks))
+        await runtime.generate(request).collect()
+
+
+async def _measure_at(runtime: EdgeRuntime, plan: SweepPlan, rtt: float, on_cell: Progress) -> list[Cell]:
+    """Every cell of the plan at one RTT."""
+    prompts = [runtime.render_chat([{"role": "user", "content": text}]) for text in plan.prompts]
+    cells = []
+    for cell_rtt, mode, k in plan.cells():
+        if cell_rtt == rtt:
+            cells.append(await _measure(runtime, prompts, plan.max_tokens, rtt, mode, k))
+            on_cell(cells[-1])
     return cells
 
 

@@ -91,6 +91,30 @@ class Generation:
         await self._chunks.aclose()
 
 
+@dataclass
+class Decoding:
+    """One request's state while it decodes, shared by the loops of its mode."""
+
+    generation: Generation
+    sampling: SamplingParams  # with a seed: both sides draw from the same streams
+    stop: StopChecker
+    kv: KVSession  # the draft's cache
+    context: list[int]  # the prompt, then every committed token (fallback tokens too)
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.generation.request
+
+    @property
+    def stats(self) -> SpecStats:
+        return self.generation.stats
+
+    @property
+    def seed(self) -> int:
+        assert self.sampling.seed is not None
+        return self.sampling.seed
+
+
 class EdgeRuntime:
     """The edge of one process: a draft model and (for spec and cloud modes) a cloud link."""
 
@@ -145,11 +169,11 @@ class EdgeRuntime:
     async def _run(self, generation: Generation, sampling: SamplingParams) -> AsyncGenerator[Chunk, None]:
         request, stats = generation.request, generation.stats
         stop = StopChecker(self.eos_token_ids, request.max_tokens, request.ignore_eos, request.stop_token_ids)
-        kv = self.engine.new_session()
+        state = Decoding(generation, sampling, stop, self.engine.new_session(), list(request.prompt))
         started = last = time.perf_counter()
         try:
             # aclosing: stopping early must still run the decoder's cleanup (Close, KV release) now
-            async with contextlib.aclosing(self._decoder(generation, sampling, stop, kv)) as chunks:
+            async with contextlib.aclosing(self._decoder(state)) as chunks:
                 async for chunk in chunks:
                     kept, generation.finish_reason = stop.admit(chunk.tokens)
                     if kept:
@@ -160,7 +184,7 @@ class EdgeRuntime:
                     if generation.finish_reason is not None:
                         break
         finally:
-            self.worker.submit(self.engine.release, kv)  # synchronous: safe in a cancelled task
+            self.worker.submit(self.engine.release, state.kv)  # synchronous: safe in a cancelled task
             stats.wall_s = time.perf_counter() - started
             reason = generation.finish_reason.value if generation.finish_reason else "abort"
             self.observer.request_done(stats, reason)
@@ -180,44 +204,34 @@ class EdgeRuntime:
         generation.stats.output_tokens = len(generation.tokens)
         return Chunk(kept, logprobs, chunk.fallback)
 
-    def _decoder(
-        self, generation: Generation, sampling: SamplingParams, stop: StopChecker, kv: KVSession
-    ) -> AsyncGenerator[Chunk, None]:
-        """The chunks of the request's mode, before stop conditions are applied."""
-        if generation.mode is Mode.EDGE:
-            return self._draft_alone(generation, sampling, kv)
-        return self._through_cloud(generation, sampling, stop, kv)
+    async def _decoder(self, state: Decoding) -> AsyncGenerator[Chunk, None]:
+        """The chunks of the request's mode, before stop conditions are applied; each one is
+        appended to the context here, so every loop below sees everything committed so far."""
+        chunks = self._draft_alone(state) if state.generation.mode is Mode.EDGE else self._through_cloud(state)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                state.context += chunk.tokens
+                yield chunk
 
-    async def _draft_alone(
-        self, generation: Generation, sampling: SamplingParams, kv: KVSession
-    ) -> AsyncGenerator[Chunk, None]:
-        context = list(generation.request.prompt)
+    async def _draft_alone(self, state: Decoding) -> AsyncGenerator[Chunk, None]:
         while True:
-            chunk = await self._draft_token(generation, sampling, context, kv, fallback=False)
-            context += chunk.tokens
-            yield chunk
+            yield await self._draft_token(state, fallback=False)
 
-    async def _through_cloud(
-        self, generation: Generation, sampling: SamplingParams, stop: StopChecker, kv: KVSession
-    ) -> AsyncGenerator[Chunk, None]:
-        """Spec or cloud mode, riding out link losses by the loss policy."""
-        stats = generation.stats
-        context = list(generation.request.prompt)  # grows with every committed token
+    async def _through_cloud(self, state: Decoding) -> AsyncGenerator[Chunk, None]:
+        """Spec, cloud or co-located mode, riding out link losses by the loss policy."""
+        stats = state.stats
         while True:
             link = await self._usable_link()
             if link is None:  # the draft policy, while the link is down
-                chunk = await self._draft_token(generation, sampling, context, kv, fallback=True)
                 stats.fallback_tokens += 1
                 self.observer.fallback_tokens(1)
-                context += chunk.tokens
-                yield chunk
+                yield await self._draft_token(state, fallback=True)
                 continue
             session = link.session()
             try:
-                async for chunk in self._cloud_chunks(generation, session, sampling, stop, context, kv):
-                    context += chunk.tokens
+                async for chunk in self._cloud_chunks(state, session):
                     yield chunk
-                return  # a cloud-mode stream ended
+                return  # a stream the cloud decoded has ended
             except LinkError:
                 stats.link_losses += 1  # the next pass re-opens with the full context
             finally:
@@ -245,62 +259,42 @@ class EdgeRuntime:
                     )
                 return link
 
-    def _cloud_chunks(
-        self,
-        generation: Generation,
-        session: RemoteSession,
-        sampling: SamplingParams,
-        stop: StopChecker,
-        context: list[int],
-        kv: KVSession,
-    ) -> AsyncGenerator[Chunk, None]:
-        if generation.mode is Mode.SPEC:
-            return self._speculate(generation, session, sampling, stop, context, kv)
-        return self._cloud_decode(generation, session, sampling, stop, context)
+    def _cloud_chunks(self, state: Decoding, session: RemoteSession) -> AsyncGenerator[Chunk, None]:
+        if state.generation.mode is Mode.SPEC:
+            return self._speculate(state, session)
+        return self._cloud_decode(state, session)
 
-    async def _speculate(
-        self,
-        generation: Generation,
-        session: RemoteSession,
-        sampling: SamplingParams,
-        stop: StopChecker,
-        context: list[int],
-        kv: KVSession,
-    ) -> AsyncGenerator[Chunk, None]:
-        """Rounds on one cloud session, opened with `context` (the prompt, or everything so far)."""
-        request, stats = generation.request, generation.stats
-        assert sampling.seed is not None
+    async def _speculate(self, state: Decoding, session: RemoteSession) -> AsyncGenerator[Chunk, None]:
+        """Rounds on one cloud session, opened with the context so far (the prompt, or more after a loss)."""
+        request, stats = state.request, state.stats
         k_wanted = self._k(request)
         opening = True
         while True:
-            k = min(k_wanted, stop.remaining - 1, session.link.welcome.limits.max_k)
+            k = min(k_wanted, state.stop.remaining - 1, session.link.welcome.limits.max_k)
             drafted_at = time.perf_counter()
-            draft = await self.worker.run(self.drafter.propose, kv, context, k, sampling, sampling.seed)
+            draft = await self.worker.run(self.drafter.propose, state.kv, state.context, k, state.sampling, state.seed)
             sent_at = time.perf_counter()
             stats.draft_s += sent_at - drafted_at
             self.observer.draft_time(sent_at - drafted_at)
             if opening:
-                verdict = await session.first_round(context, sampling, stop.remaining, draft, request.logprobs)
+                verdict = await session.first_round(
+                    state.context, state.sampling, state.stop.remaining, draft, request.logprobs
+                )
                 opening = False
             else:
-                verdict = await session.round(len(context), draft)
+                verdict = await session.round(len(state.context), draft)
             network_s, verify_s = time.perf_counter() - sent_at, verdict.verify_us / MICROSECONDS_PER_SECOND
             stats.record_round(k, verdict.accepted, network_s, verify_s)
             self.observer.round(k, verdict.accepted, network_s, verify_s)
             yield Chunk([*draft.tokens[: verdict.accepted], verdict.token], verdict.logprobs)
 
-    async def _cloud_decode(
-        self,
-        generation: Generation,
-        session: RemoteSession,
-        sampling: SamplingParams,
-        stop: StopChecker,
-        context: list[int],
-    ) -> AsyncGenerator[Chunk, None]:
+    async def _cloud_decode(self, state: Decoding, session: RemoteSession) -> AsyncGenerator[Chunk, None]:
         """Cloud or co-located mode: the cloud streams what it decodes or speculates on its own."""
-        request, stats = generation.request, generation.stats
-        colocated_k = self._k(request) if generation.mode is Mode.COLOCATED else None
-        stream = session.stream(context, sampling, stop.remaining, request.ignore_eos, request.logprobs, colocated_k)
+        request, stats = state.request, state.stats
+        colocated_k = self._k(request) if state.generation.mode is Mode.COLOCATED else None
+        stream = session.stream(
+            state.context, state.sampling, state.stop.remaining, request.ignore_eos, request.logprobs, colocated_k
+        )
         async for message in stream:
             # cloud mode: one forward per token; co-located: one verify per frame
             stats.target_forwards += 1 if colocated_k is not None else len(message.tokens)
@@ -310,15 +304,12 @@ class EdgeRuntime:
         k = request.num_speculative_tokens
         return self.policy.spec.num_speculative_tokens if k is None else k
 
-    async def _draft_token(
-        self, generation: Generation, sampling: SamplingParams, context: list[int], kv: KVSession, fallback: bool
-    ) -> Chunk:
-        assert sampling.seed is not None
+    async def _draft_token(self, state: Decoding, fallback: bool) -> Chunk:
         started = time.perf_counter()
         scored = await self.worker.run(
-            self.drafter.next_token, kv, context, sampling, sampling.seed, generation.request.logprobs
+            self.drafter.next_token, state.kv, state.context, state.sampling, state.seed, state.request.logprobs
         )
-        generation.stats.draft_s += time.perf_counter() - started
+        state.stats.draft_s += time.perf_counter() - started
         logprobs = None if scored.logprobs is None else [scored.logprobs]
         return Chunk([scored.token], logprobs, fallback)
 

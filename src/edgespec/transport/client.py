@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from edgespec.config import LinkConfig, SamplingParams
 from edgespec.protocol.codec import ProtocolError
@@ -211,17 +212,7 @@ class RemoteSession:
         self, prompt: list[int], sampling: SamplingParams, max_new_tokens: int, draft: Draft, logprobs: int | None
     ) -> Verdict:
         """Open in spec mode: the cloud prefills the prompt and verifies the first block."""
-        await self._send(
-            Open(
-                sid=self.sid,
-                prompt=prompt,
-                sampling=sampling,
-                max_new_tokens=max_new_tokens,
-                draft=draft,
-                logprobs=logprobs,
-            )
-        )
-        self._opened = True
+        await self._open(prompt, sampling, max_new_tokens, draft=draft, logprobs=logprobs)
         return await self._verdict()
 
     async def round(self, start: int, draft: Draft) -> Verdict:
@@ -239,19 +230,8 @@ class RemoteSession:
         colocated_k: int | None = None,
     ) -> AsyncIterator[Tokens]:
         """Cloud mode (or, with colocated_k, co-located speculation): the cloud streams its tokens."""
-        await self._send(
-            Open(
-                sid=self.sid,
-                prompt=prompt,
-                sampling=sampling,
-                max_new_tokens=max_new_tokens,
-                cloud_decodes=True,
-                ignore_eos=ignore_eos,
-                logprobs=logprobs,
-                colocated_k=colocated_k,
-            )
-        )
-        self._opened = True
+        options = {"ignore_eos": ignore_eos, "logprobs": logprobs, "colocated_k": colocated_k}
+        await self._open(prompt, sampling, max_new_tokens, cloud_decodes=True, **options)
         while True:
             message = await self._receive()
             if not isinstance(message, Tokens):
@@ -267,6 +247,10 @@ class RemoteSession:
             with contextlib.suppress(LinkError):
                 self.bytes_up += self.link.post(Close(sid=self.sid))
         self.link.forget(self.sid)
+
+    async def _open(self, prompt: list[int], sampling: SamplingParams, max_new_tokens: int, **options: Any) -> None:
+        await self._send(Open(sid=self.sid, prompt=prompt, sampling=sampling, max_new_tokens=max_new_tokens, **options))
+        self._opened = True
 
     async def _send(self, message: Message) -> None:
         self.bytes_up += await self.link.send(message)
