@@ -32,6 +32,7 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--loss", type=float, default=0.0)
     sweep.add_argument("--no-pin", action="store_true", help="do not pin cloud and edge to one core each")
     sweep.add_argument("--out", default="sweep-results", help="folder for results.json, report.md and plots")
+    sweep.add_argument("--report-from", metavar="DIR", help="re-analyse DIR/results.json; rewrite its report and plots")
     serve = kinds.add_parser("serve", help="load generator for an OpenAI-compatible server (vllm bench serve's flags)")
     add_serve_args(serve)
 

@@ -15,12 +15,16 @@ from edgespec.bench.sweep import Cell, SweepPlan
 from edgespec.config import Mode
 
 
-def write_report(plan: SweepPlan, cells: list[Cell], analysis: Analysis, out: Path) -> Path:
+def write_report(
+    plan: SweepPlan, cells: list[Cell], analysis: Analysis, out: Path, measured_on: str | None = None
+) -> Path:
+    """Results JSON, report and plots in `out`; `measured_on` names the machine of a saved sweep."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(_results(plan, cells, analysis), indent=1))
+    where = measured_on or machine()
+    (out / "results.json").write_text(json.dumps(_results(plan, cells, analysis, where), indent=1))
     plots = write_plots(cells, analysis, out)
     report = out / "report.md"
-    report.write_text("\n".join([*_header(plan), *_table(cells, analysis), *_model(analysis), *_figures(plots)]))
+    report.write_text("\n".join([*_header(plan, where), *_table(cells, analysis), *_model(analysis), *_figures(plots)]))
     return report
 
 
@@ -36,9 +40,9 @@ def _cpuinfo() -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def _results(plan: SweepPlan, cells: list[Cell], analysis: Analysis) -> dict[str, object]:
+def _results(plan: SweepPlan, cells: list[Cell], analysis: Analysis, where: str) -> dict[str, object]:
     return {
-        "machine": machine(),
+        "machine": where,
         "plan": asdict(plan) | {"modes": [m.value for m in plan.modes]},
         "cells": [cell.as_dict() | {"predicted_tokens_per_s": analysis.prediction(cell)} for cell in cells],
         "calibration": {k: asdict(timing) for k, timing in analysis.timings.items()},
@@ -47,13 +51,13 @@ def _results(plan: SweepPlan, cells: list[Cell], analysis: Analysis) -> dict[str
     }
 
 
-def _header(plan: SweepPlan) -> list[str]:
+def _header(plan: SweepPlan, where: str) -> list[str]:
     link = plan.link
     pinning = "pinned to one core each" if plan.pin else "unpinned"
     return [
         "# Sweep: speculation vs RTT",
         "",
-        f"Machine: {machine()}. Draft {plan.draft}, target {plan.target}; {len(plan.prompts)} chat prompts, "
+        f"Machine: {where}. Draft {plan.draft}, target {plan.target}; {len(plan.prompts)} chat prompts, "
         f"{plan.max_tokens} tokens each, greedy; cloud and edge {pinning}.",
         f"Link: emulated RTT as listed, jitter {link.jitter_ms} ms, bandwidth "
         f"{link.bandwidth_mbit or 'unlimited'} Mbit/s, loss {link.loss}.",
@@ -82,9 +86,10 @@ def _model(analysis: Analysis) -> list[str]:
     lines = [
         "## The model",
         "",
-        "Spec tokens/s = E[N] / (k·t_draft + RTT + overhead + t_verify), E[N] = (1−α^(k+1))/(1−α); each k is",
-        "calibrated on its lowest-RTT cell (its error is 0 by construction) and predicted at every other RTT.",
-        "Cloud mode streams, so an added RTT costs once per request.",
+        "Spec tokens/s = E[N] / (k·t_draft + RTT + overhead + t_verify), E[N] = (1−α^(k+1))/(1−α). For each k,",
+        "α comes from the tokens committed per round and each time from every cell of that k, combined by the",
+        "median over RTTs (no component depends on the RTT); each cell is then predicted from its RTT alone.",
+        "Cloud mode streams, so the RTT costs once per request: tokens/s = N / (N·t_decode + RTT).",
         "",
         "| k | α | k·t_draft ms | t_verify ms | overhead ms | crossover RTT ms |",
         "|---|---|---|---|---|---|",

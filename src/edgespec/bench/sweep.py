@@ -13,8 +13,9 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,6 +48,14 @@ class SweepPlan:
     link: LinkEmulation = field(default_factory=LinkEmulation)  # jitter, bandwidth, loss; RTT varies
     pin: bool = True
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepPlan:
+        """A plan as the results JSON records it."""
+        return cls(
+            **(data | {"modes": [Mode(m) for m in data["modes"]], "prompts": tuple(data["prompts"])})
+            | {"link": LinkEmulation(**data["link"])}
+        )
+
     def cells(self) -> list[tuple[float, Mode, int]]:
         """(rtt, mode, k) in run order. Edge mode never touches the link: once, at the first RTT."""
         cells = [(self.rtts_ms[0], Mode.EDGE, 0)] if Mode.EDGE in self.modes else []
@@ -74,6 +83,14 @@ class Cell:
     @property
     def ttft_s(self) -> float:
         return self.stats.ttft_s / self.requests
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Cell:
+        """A cell as `as_dict` wrote it (to re-analyse a saved sweep)."""
+        names = {f.name for f in fields(SpecStats)} - {"mode", "ttft_s"}
+        stats = SpecStats(mode=data["mode"], **{name: data[name] for name in names})
+        stats.ttft_s = data["mean_ttft_s"] * data["requests"]
+        return cls(data["rtt_ms"], Mode(data["mode"]), data["k"], data["requests"], stats)
 
     def as_dict(self) -> dict[str, object]:
         stats = self.stats.as_dict()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
 
 
 def run_sweep_command(args: argparse.Namespace) -> None:
+    if args.report_from:
+        rewrite_report(Path(args.report_from))
+        return
     plan = plan_from_args(args)
     cells = plan.cells()
     print(f"sweep: {len(cells)} cells, {len(plan.prompts)} prompts × {plan.max_tokens} tokens each", flush=True)
@@ -56,3 +60,14 @@ def _numbers(text: str, kind: type, flag: str) -> list:
         return [kind(part) for part in text.split(",")]
     except ValueError:
         raise ValueError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+
+
+def rewrite_report(folder: Path) -> None:
+    """Analyse a saved sweep again and rewrite its report and plots (no measuring)."""
+    try:
+        saved = json.loads((folder / "results.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read {folder / 'results.json'}: {exc}") from None
+    plan = SweepPlan.from_dict(saved["plan"])
+    cells = [Cell.from_dict(cell) for cell in saved["cells"]]
+    print(f"report: {write_report(plan, cells, analyse(cells), folder, saved.get('machine'))}")
