@@ -38,8 +38,9 @@ def test_speculation_pays_the_rtt_each_round_as_the_model_says(results: Path) ->
         near, far = spec[(0.0, k)], spec[(30.0, k)]
         assert far["tokens_per_s"] < near["tokens_per_s"]
         assert far["predicted_tokens_per_s"] < near["predicted_tokens_per_s"]
-        for cell in (near, far):  # tiny models: rounds of a few ms, so only a loose bound is stable in CI
-            assert cell["predicted_tokens_per_s"] == pytest.approx(cell["tokens_per_s"], rel=0.5)
+        # Tiny models compute a round in a few ms, so scheduling noise swamps the RTT-0 cells; across
+        # 30 ms the model must hold.
+        assert far["predicted_tokens_per_s"] == pytest.approx(far["tokens_per_s"], rel=0.25)
         assert far["network_s"] / far["rounds"] >= 0.030  # every round crossed the 30 ms link
 
 
