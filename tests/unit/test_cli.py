@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgespec.cli import EXIT_USAGE, _draft_and_k, _parser, main
+from edgespec.cli import EXIT_USAGE, _parser, main
+from edgespec.cli.serving import draft_and_k
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -60,10 +61,10 @@ def test_convert_never_overwrites_a_folder_with_contents(tmp_path: Path, capsys:
     assert "already exists" in err and (out / "precious.txt").read_text() == "keep me"
 
 
-def test_vllm_style_speculative_config_names_the_draft_and_k() -> None:
+def test_vllm_style_speculative_config_names_thedraft_and_k() -> None:
     args = _parser().parse_args(
         ["edge", "--speculative-config", '{"model": "demo-draft", "num_speculative_tokens": 3, "remote_target": true}']
     )
-    assert _draft_and_k(args) == ("demo-draft", 3)
+    assert draft_and_k(args) == ("demo-draft", 3)
     explicit = _parser().parse_args(["edge", "--model", "mine", "-k", "5", "--speculative-config", '{"model": "x"}'])
-    assert _draft_and_k(explicit) == ("mine", 5)  # explicit flags win
+    assert draft_and_k(explicit) == ("mine", 5)  # explicit flags win
