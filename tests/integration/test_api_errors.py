@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.conftest import TinyPair
-from tests.integration.api_fixtures import edge_url, free_port
+from tests.integration.api_fixtures import edge_url, eventually, free_port, metric_value
 from tests.reference import reference_greedy
 
 KEY = "test-key"
@@ -132,3 +132,14 @@ def test_draft_policy_answers_with_the_draft_alone_and_says_so(tiny_pair: TinyPa
         response = post(url, body, key=None).json()
     assert response["usage"]["fallback_tokens"] == 10
     assert response["choices"][0]["token_ids"] == reference_greedy(tiny_pair.draft, [5, 6, 7], 10)
+
+
+def test_a_client_leaving_while_its_request_waits_for_the_cloud_ends_it(tiny_pair: TinyPair) -> None:
+    with edge_url(tiny_pair.draft, free_port(), "--cloud-wait-timeout", "60") as url:
+        metrics = url.removesuffix("/v1") + "/metrics"
+        body = {"prompt": "x", "max_tokens": 4, "stream": True}
+        with pytest.raises(httpx.ReadTimeout):  # the policy holds the request; the client gives up first
+            httpx.post(f"{url}/completions", json=body, timeout=httpx.Timeout(10, read=0.5))
+        assert eventually(lambda: metric_value(metrics, "edgespec:num_requests_running") == 0, timeout_s=5)
+        aborted = metric_value(metrics, "edgespec:request_success_total", mode="spec", finish_reason="abort")
+        assert aborted == 1

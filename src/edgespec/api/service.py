@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,6 +23,7 @@ from edgespec.metrics.prometheus import EdgeMetrics
 from edgespec.protocol.messages import ErrorCode
 from edgespec.transport.client import CloudError, LinkError
 
+T = TypeVar("T")
 _CLIENT_ERRORS = {ErrorCode.CONTEXT_TOO_LONG, ErrorCode.INVALID_REQUEST}
 
 
@@ -66,7 +67,7 @@ class CompletionService:
         header = ResponseHeader(prepared.api, self.model_name, prepared.body.return_token_ids)
         formatter = LogprobsFormatter(prepared.api, self.runtime.tokenizer) if prepared.logprobs else None
         if prepared.body.stream:
-            first = await _first_or_error(pieces)  # failures before any output keep their HTTP status
+            first = await _unless_disconnected(_first_or_error(pieces), http)  # errors here keep their status
             return EventStream(self._events(header, formatter, generation, first, pieces, prepared))
         collected = await _unless_disconnected(_gather(pieces), http)
         return JSONResponse(header.whole(_merge(collected), self._usage(generation, collected), formatter))
@@ -221,7 +222,7 @@ async def _gather(pieces: AsyncIterator[Piece]) -> list[Piece]:
         raise error from None
 
 
-async def _unless_disconnected(work: Coroutine[Any, Any, list[Piece]], http: Request) -> list[Piece]:
+async def _unless_disconnected(work: Coroutine[Any, Any, T], http: Request) -> T:
     """Run `work`, cancelling it (and so freeing the cloud session) if the client disconnects first."""
     task = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnected(http))

@@ -14,6 +14,7 @@ from edgespec.bench.analysis import Analysis
 from edgespec.bench.sweep import Cell
 from edgespec.config import Mode
 
+PALETTE_SIZE = 10
 STYLE = {Mode.SPEC: "-", Mode.COLOCATED: ":", Mode.CLOUD: "-", Mode.EDGE: "--"}
 
 
@@ -40,21 +41,32 @@ def _label(mode: Mode, k: int) -> str:
 def _throughput(cells: list[Cell], analysis: Analysis, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(8, 5))
     rtts = sorted({cell.rtt_ms for cell in cells})
+    shown = [cell.tokens_per_s for cell in cells if cell.mode is not Mode.EDGE]
+    top = max(shown, default=1.0) * 1.3
     for (mode, k), line in _series(cells).items():
-        if mode is Mode.EDGE:  # the draft alone never touches the link
-            axes.plot(rtts, [line[0].tokens_per_s] * len(rtts), "--", color="gray", label="edge (draft alone)")
+        if mode is Mode.EDGE:  # the draft alone never touches the link; often far above the rest
+            value = line[0].tokens_per_s
+            axes.plot(rtts, [min(value, top * 0.97)] * len(rtts), "--", color="gray", label=f"edge alone: {value:.2f}")
             continue
-        drawn = axes.plot(
-            [c.rtt_ms for c in line], [c.tokens_per_s for c in line], STYLE[mode], marker="o", label=_label(mode, k)
-        )
+        color = _color(mode, k)
+        axes.plot([c.rtt_ms for c in line], [c.tokens_per_s for c in line], STYLE[mode], marker="o", color=color,
+                  label=_label(mode, k))  # fmt: skip
         predicted = [(c.rtt_ms, analysis.prediction(c)) for c in line if analysis.prediction(c) is not None]
         if predicted:
-            axes.plot(*zip(*predicted, strict=True), linestyle=(0, (2, 2)), color=drawn[0].get_color(), alpha=0.6)
-    if analysis.crossover_ms is not None and analysis.crossover_ms > 0:
+            axes.plot(*zip(*predicted, strict=True), linestyle=(0, (2, 2)), color=color, alpha=0.6)
+    if analysis.crossover_ms is not None and 0 < analysis.crossover_ms <= max(rtts):
         axes.axvline(analysis.crossover_ms, color="red", alpha=0.4, label=f"crossover {analysis.crossover_ms:.0f} ms")
-    axes.set(xlabel="round-trip time (ms)", ylabel="output tokens/s", title="Throughput vs RTT (dashed: model)")
-    axes.legend(fontsize=8)
+    axes.set(xlabel="round-trip time (ms)", ylabel="output tokens/s", title="Throughput vs RTT (thin dashes: model)")
+    axes.set_ylim(0, top)
+    axes.legend(fontsize=8, ncol=2)
     return _save(figure, path)
+
+
+def _color(mode: Mode, k: int) -> str:
+    """One colour per draft length, shared by spec and co-located; black for the cloud alone."""
+    if mode is Mode.CLOUD:
+        return "black"
+    return f"C{k.bit_length() % PALETTE_SIZE}"  # matplotlib's default cycle: C0 … C9
 
 
 def _ttft(cells: list[Cell], path: Path) -> Path:

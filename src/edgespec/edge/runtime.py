@@ -1,4 +1,4 @@
-"""The per-request loop in its three modes. Spec mode reads like the algorithm:
+"""The per-request loop in each mode. Spec mode reads like the algorithm:
 draft → send → await verdict → commit → (the next draft truncates the draft's KV) → observe.
 
 Spec and cloud modes run through the cloud; when the link drops, the request follows its loss
