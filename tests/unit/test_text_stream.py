@@ -3,6 +3,8 @@ across token boundaries; split multi-byte characters wait for their last byte.""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from edgespec.api.text import TextStream
@@ -67,3 +69,14 @@ def test_stop_token_ids_apply_even_when_eos_is_ignored() -> None:
     checker = StopChecker(eos_token_ids=(2,), max_tokens=10, ignore_eos=True, stop_token_ids=(7,))
     assert checker.admit([5, 2, 6]) == ([5, 2, 6], None)
     assert checker.admit([8, 7, 9]) == ([8], FinishReason.STOP)
+
+
+def test_any_ids_in_any_chunks_add_up_to_the_whole_decode(tokenizer: TokenizerInfo) -> None:
+    rng = random.Random(0)
+    ids = [rng.randrange(3, 320) for _ in range(600)]  # arbitrary bytes: split characters everywhere
+    stream, text, start = TextStream(tokenizer, []), "", 0
+    while start < len(ids):
+        size = rng.randint(1, 6)
+        text += stream.push(ids[start : start + size])
+        start += size
+    assert text + stream.finish() == tokenizer.decode(ids)

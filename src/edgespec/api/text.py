@@ -14,6 +14,9 @@ class TextStream:
         self._tokenizer = tokenizer
         self._stops = stops
         self._ids: list[int] = []
+        self._text = ""  # the decoded text of every complete character so far
+        self._window = 0  # decoding starts here: one step behind, for context
+        self._decoded = 0  # ids before this index are in _text
         self._emitted = 0  # characters of the text already handed out
         self.stopped = False
         self.tokens_used = 0  # tokens the output consists of (fewer than pushed once a stop string hit)
@@ -22,19 +25,29 @@ class TextStream:
         """Add tokens; returns the text that is now certain. Sets `stopped` on a stop string."""
         self._ids += tokens
         self.tokens_used = len(self._ids)
-        text = self._tokenizer.decode(self._ids)
-        if text.endswith(_INCOMPLETE):
-            text = text[: -len(_INCOMPLETE)]
-        cut = self._find_stop(text)
+        self._decode_new(final=False)
+        cut = self._find_stop(self._text)
         if cut is not None:
             self.stopped = True
             self.tokens_used = self._tokens_reaching(len(self._ids) - len(tokens), cut)
-            return self._emit(text[:cut])
-        return self._emit(text[: len(text) - self._held_back(text)])
+            return self._emit(self._text[:cut])
+        return self._emit(self._text[: len(self._text) - self._held_back(self._text)])
 
     def finish(self) -> str:
         """The held-back text, once no more tokens will come."""
-        return "" if self.stopped else self._emit(self._tokenizer.decode(self._ids))
+        if self.stopped:
+            return ""
+        self._decode_new(final=True)
+        return self._emit(self._text)
+
+    def _decode_new(self, final: bool) -> None:
+        """Extend the text by the new ids, decoding only a short window: a token's text can depend on
+        the one before it (a leading space, bytes of one character), never on anything earlier."""
+        before = self._tokenizer.decode(self._ids[self._window : self._decoded])
+        after = self._tokenizer.decode(self._ids[self._window :])
+        if len(after) > len(before) and (final or not after.endswith(_INCOMPLETE)):
+            self._text += after[len(before) :]
+            self._window, self._decoded = self._decoded, len(self._ids)
 
     def _emit(self, text: str) -> str:
         delta = text[self._emitted :]
