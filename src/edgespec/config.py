@@ -11,6 +11,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -154,8 +155,13 @@ class CloudConfig:
     handshake_timeout_s: float = 10.0
     metrics_port: int | None = None  # serve Prometheus text on this port (same host); None: no metrics
     draft: ModelConfig | None = None  # a draft model of its own, for co-located speculation
+    tls_cert: str | None = None  # serve the edge link over TLS with this certificate ...
+    tls_key: str | None = None  # ... and its private key
 
     def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        _require_files(self.tls_cert, self.tls_key)
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics port must be in [0, 65535], got {self.metrics_port}")
         if not 0 <= self.port <= 65535:
@@ -207,18 +213,26 @@ class LinkConfig:
     connect_timeout_s: float = 10.0
     reply_timeout_s: float = 120.0
     emulation: LinkEmulation = field(default_factory=LinkEmulation)
+    tls_ca: str | None = None  # connect over TLS, trusting this CA file; None: plain TCP
 
     def __post_init__(self) -> None:
         if not 0 < self.port <= 65535:
             raise ValueError(f"cloud port must be in [1, 65535], got {self.port}")
+        _require_files(self.tls_ca)
 
     @classmethod
-    def parse(cls, address: str, auth_token: str | None = None, emulation: LinkEmulation | None = None) -> LinkConfig:
-        """Build from `HOST:PORT` (IPv6 as `[::1]:PORT`)."""
+    def parse(cls, address: str, auth_token: str | None = None, **options: Any) -> LinkConfig:
+        """Build from `HOST:PORT` (IPv6 as `[::1]:PORT`); `options` are further fields."""
         host, sep, port = address.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"cloud address must be HOST:PORT, got {address!r}")
-        return cls(host=host.strip("[]"), port=int(port), auth_token=auth_token, emulation=emulation or LinkEmulation())
+        return cls(host=host.strip("[]"), port=int(port), auth_token=auth_token, **options)
+
+
+def _require_files(*paths: str | None) -> None:
+    for path in paths:
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"TLS file {path} does not exist")
 
 
 def is_loopback(host: str) -> bool:

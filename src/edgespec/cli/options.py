@@ -45,6 +45,7 @@ def link_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--link-bandwidth-mbit", type=float, help="serialisation rate each way (default: unlimited)")
     group.add_argument("--link-loss", type=float, default=0.0, help="share of frames delayed by a retransmission")
     group.add_argument("--link-seed", type=int, default=0, help="seed of the emulation's randomness")
+    parser.add_argument("--tls-ca", help="connect to the cloud over TLS, trusting this CA (PEM) file")
 
 
 def link_config(args: argparse.Namespace) -> LinkConfig:
@@ -55,4 +56,4 @@ def link_config(args: argparse.Namespace) -> LinkConfig:
         loss=args.link_loss,
         seed=args.link_seed,
     )
-    return LinkConfig.parse(args.cloud, auth_token_from_env(args.auth_token), emulation)
+    return LinkConfig.parse(args.cloud, auth_token_from_env(args.auth_token), emulation=emulation, tls_ca=args.tls_ca)

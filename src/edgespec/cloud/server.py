@@ -22,6 +22,7 @@ from edgespec.protocol.handshake import check_hello, new_challenge
 from edgespec.protocol.messages import Close, Error, ErrorCode, Hello, Message, Open, Ping, Pong, Verify, Welcome
 from edgespec.protocol.sessions import SessionBudget, SessionTable
 from edgespec.transport.connection import ConnectionClosed, FramedConnection
+from edgespec.transport.tls import server_context
 
 log = logging.getLogger("edgespec.cloud")
 
@@ -56,7 +57,15 @@ class CloudServer:
 
     async def start(self) -> tuple[str, int]:
         """Listen; returns the bound (host, port)."""
-        self._server = await asyncio.start_server(self._accept, self.config.host, self.config.port)
+        cert, key = self.config.tls_cert, self.config.tls_key
+        tls = server_context(cert, key) if cert and key else None
+        self._server = await asyncio.start_server(
+            self._accept,
+            self.config.host,
+            self.config.port,
+            ssl=tls,
+            ssl_handshake_timeout=self.config.handshake_timeout_s if tls else None,
+        )
         self._sweeper = asyncio.create_task(self._expire_idle_sessions())
         host, port = self._server.sockets[0].getsockname()[:2]
         return host, port

@@ -31,6 +31,7 @@ from edgespec.protocol.messages import (
 )
 from edgespec.transport.connection import Connection, ConnectionClosed, FramedConnection
 from edgespec.transport.emulation import EmulatedConnection
+from edgespec.transport.tls import client_context
 
 
 class LinkError(Exception):
@@ -67,9 +68,10 @@ class CloudLink:
     @classmethod
     async def connect(cls, config: LinkConfig, tokenizer: TokenizerId) -> CloudLink:
         where = f"{config.host}:{config.port}"
+        tls = client_context(config.tls_ca) if config.tls_ca else None
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(config.host, config.port), config.connect_timeout_s
+                asyncio.open_connection(config.host, config.port, ssl=tls), config.connect_timeout_s
             )
         except (OSError, TimeoutError) as exc:
             raise LinkError(f"cannot reach the cloud at {where}: {exc or 'timed out'}") from None
