@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from edgespec.api.server import READY_LINE as EDGE_READY
 from edgespec.cloud.launch import READY_LINE as CLOUD_READY
 from edgespec.processes import edge_process, ready_field, ready_port, server_process, stop, wait_until_ready
 
@@ -95,3 +96,27 @@ class RestartableCloud:
 
     def sessions_active(self) -> float:
         return metric_value(self.metrics_url, "edgespec:cloud_sessions_active")
+
+
+class KillableEdge:
+    """An edge process a test can kill without warning."""
+
+    def __init__(self, draft: Path, cloud_port: int) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "edgespec",
+            "edge",
+            "--model",
+            str(draft),
+            "--cloud",
+            f"127.0.0.1:{cloud_port}",
+        ]
+        command += ["--port", "0", "--threads", "1", "--served-model-name", "tiny"]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.url = f"http://127.0.0.1:{ready_port(wait_until_ready(self.process, EDGE_READY, log=None))}/v1"
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        stop(self.process)

@@ -11,7 +11,14 @@ import openai
 import pytest
 
 from tests.conftest import TinyPair
-from tests.integration.api_fixtures import RestartableCloud, edge_url, eventually, metric_value
+from tests.integration.api_fixtures import (
+    KillableEdge,
+    RestartableCloud,
+    cloud_with_metrics,
+    edge_url,
+    eventually,
+    metric_value,
+)
 
 PROMPT = "for i in range(10):"
 MAX_TOKENS = 300
@@ -73,3 +80,25 @@ def test_draft_policy_completes_the_stream_and_marks_it(tiny_pair: TinyPair, clo
         assert usage["fallback_tokens"] > 0
         assert metric_value(metrics, "edgespec:fallback_tokens_total") == usage["fallback_tokens"]
         assert eventually(lambda: cloud.sessions_active() == 0)
+
+
+def test_an_edge_killed_mid_stream_leaves_no_session_on_the_cloud(tiny_pair: TinyPair) -> None:
+    with cloud_with_metrics(tiny_pair.target) as cloud:
+        edge = KillableEdge(tiny_pair.draft, cloud.port)
+        try:
+            client = openai.OpenAI(base_url=edge.url, api_key="unused", max_retries=0, timeout=60)
+            stream = client.completions.create(
+                model="tiny", prompt=PROMPT, max_tokens=MAX_TOKENS, stream=True, extra_body=BODY
+            )
+            next(iter(stream))
+            assert cloud.sessions_active() == 1
+        finally:
+            edge.kill()
+        assert eventually(lambda: cloud.sessions_active() == 0)
+        restarted = KillableEdge(tiny_pair.draft, cloud.port)  # a new edge is served at once
+        try:
+            client = openai.OpenAI(base_url=restarted.url, api_key="unused", max_retries=0, timeout=60)
+            done = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=8, extra_body=BODY)
+            assert done.usage.completion_tokens == 8
+        finally:
+            restarted.kill()

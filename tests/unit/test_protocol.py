@@ -208,3 +208,7 @@ def test_colocated_sessions_need_a_cloud_draft_and_cloud_decoding() -> None:
 def test_logprobs_are_bounded() -> None:
     assert _code(_table().open, _open(1, logprobs=LIMITS.max_logprobs + 1)) is ErrorCode.INVALID_REQUEST
     _table().open(_open(1, logprobs=LIMITS.max_logprobs))
+
+
+def test_text_that_is_not_utf8_is_a_bad_frame() -> None:
+    assert _code(decode, b"\x81\xa1t\xa1\xff") is ErrorCode.BAD_FRAME  # {"t": <byte 0xff>}, found by the fuzzer

@@ -29,5 +29,5 @@ def decode(body: bytes) -> Message:
     """Decode one frame body; anything malformed raises ProtocolError(BAD_FRAME)."""
     try:
         return _decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:  # the last: bad UTF-8 text
         raise ProtocolError(ErrorCode.BAD_FRAME, f"undecodable frame: {exc}") from None
