@@ -59,7 +59,10 @@ class FramedConnection:
     def send_nowait(self, message: Message) -> int:
         """Queue one message without waiting for the socket buffer to drain: for small control
         frames sent from cleanup code, which must not block or be cancelled halfway."""
-        data = frame(encode(message))
+        return self.send_frame(frame(encode(message)))
+
+    def send_frame(self, data: bytes) -> int:
+        """Queue one already framed message (see send_nowait)."""
         if self._writer.is_closing():
             raise ConnectionClosed("the connection is closed")
         try:

@@ -9,7 +9,7 @@ import time
 
 from edgespec.config import LinkEmulation
 from edgespec.protocol.codec import ProtocolError, encode
-from edgespec.protocol.framing import HEADER
+from edgespec.protocol.framing import frame
 from edgespec.protocol.messages import Message
 from edgespec.transport.connection import ConnectionClosed, FramedConnection
 
@@ -47,7 +47,7 @@ class EmulatedConnection:
         self._inner = inner
         self._up = Direction(emulation, rng)
         self._down = Direction(emulation, rng)
-        self._outbox: asyncio.Queue[tuple[float, Message]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         self._inbox: asyncio.Queue[tuple[float, Message, int] | Exception] = asyncio.Queue()
         self._failure: ConnectionClosed | None = None
         self._pumps = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._receive_loop())]
@@ -62,9 +62,9 @@ class EmulatedConnection:
     def send_nowait(self, message: Message) -> int:
         if self._failure is not None:
             raise self._failure
-        size = len(encode(message)) + HEADER.size
-        self._outbox.put_nowait((self._up.arrival(time.monotonic(), size), message))
-        return size
+        data = frame(encode(message))
+        self._outbox.put_nowait((self._up.arrival(time.monotonic(), len(data)), data))
+        return len(data)
 
     async def recv(self) -> tuple[Message, int]:
         item = await self._inbox.get()
@@ -83,10 +83,10 @@ class EmulatedConnection:
     async def _send_loop(self) -> None:
         # The far end sees a frame at its arrival time: sending it then is the same thing.
         while True:
-            arrival, message = await self._outbox.get()
+            arrival, data = await self._outbox.get()
             await _sleep_until(arrival)
             try:
-                self._inner.send_nowait(message)
+                self._inner.send_frame(data)
             except ConnectionClosed as exc:
                 self._failure = exc
                 return
