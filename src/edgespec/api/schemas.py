@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StrictBool, field_validator
 
-from edgespec.config import MAX_SEED, Mode
+from edgespec.config import MAX_SEED, Limits, Mode
 
-MAX_LOGPROBS = 20
+MAX_LOGPROBS = Limits().max_logprobs  # the cloud checks the same bound
 MAX_STOP_SEQUENCES = 16
 MAX_STOP_CHARS = 256
 MAX_PROMPT_CHARS = 1_000_000
