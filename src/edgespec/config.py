@@ -142,6 +142,22 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class ConnectionGuards:
+    """How the cloud protects itself from connections that misbehave."""
+
+    max_pending_handshakes: int = 256  # connections not yet authenticated, in all
+    max_pending_per_address: int = 16  # ... and from any one address
+    max_unsent_bytes: int = 8 * 1024 * 1024  # an edge that lets this much pile up is not reading
+    send_timeout_s: float = 30.0  # ... nor is one whose socket stays full this long
+
+    def __post_init__(self) -> None:
+        if min(self.max_pending_handshakes, self.max_pending_per_address, self.max_unsent_bytes) < 1:
+            raise ValueError("connection guard limits must be positive")
+        if self.send_timeout_s <= 0:
+            raise ValueError("the send timeout must be positive")
+
+
+@dataclass(frozen=True)
 class CloudConfig:
     """The cloud server: where it listens, who may connect and what it allows."""
 
@@ -153,6 +169,7 @@ class CloudConfig:
     limits: Limits = field(default_factory=Limits)
     session_idle_timeout_s: float = 300.0
     handshake_timeout_s: float = 10.0
+    guards: ConnectionGuards = field(default_factory=ConnectionGuards)
     metrics_port: int | None = None  # serve Prometheus text on this port (same host); None: no metrics
     draft: ModelConfig | None = None  # a draft model of its own, for co-located speculation
     tls_cert: str | None = None  # serve the edge link over TLS with this certificate ...
@@ -212,12 +229,15 @@ class LinkConfig:
     auth_token: str | None = None
     connect_timeout_s: float = 10.0
     reply_timeout_s: float = 120.0
+    keepalive_s: float = 5.0  # ping interval; a pong overdue by one interval drops the link
     emulation: LinkEmulation = field(default_factory=LinkEmulation)
     tls_ca: str | None = None  # connect over TLS, trusting this CA file; None: plain TCP
 
     def __post_init__(self) -> None:
         if not 0 < self.port <= 65535:
             raise ValueError(f"cloud port must be in [1, 65535], got {self.port}")
+        if self.keepalive_s <= 0:
+            raise ValueError(f"keep-alive interval must be positive, got {self.keepalive_s}")
         _require_files(self.tls_ca)
 
     @classmethod

@@ -1,12 +1,14 @@
 """`edgespec netem up|down|status`: a real kernel network path for the cloud. The cloud runs in a
 network namespace joined to this one by a veth pair with link-local addresses (169.254.77.0/30,
 never routed off this machine), and `tc netem` shapes both directions: half the RTT each way,
-jitter, rate and loss. Needs root and iproute2."""
+jitter, rate and loss. `cut` takes the path down for a while, as a fault drill. Needs root and
+iproute2."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 
 NAMESPACE = "edgespec-cloud"
@@ -82,6 +84,23 @@ def down() -> None:
         _run("ip", "netns", "delete", NAMESPACE)
     if subprocess.run(["ip", "link", "show", EDGE_DEVICE], capture_output=True).returncode == 0:
         _run("ip", "link", "delete", EDGE_DEVICE)
+
+
+def cut(seconds: float) -> None:
+    """Take the path down for `seconds` and bring it back: packets both ways are dropped meanwhile,
+    as when a cable is pulled; TCP sees silence, not a reset."""
+    if not is_up():
+        raise ValueError(f"namespace {NAMESPACE} is not up: run `edgespec netem up` first")
+    set_path(up=False)
+    try:
+        time.sleep(seconds)
+    finally:
+        set_path(up=True)
+
+
+def set_path(up: bool) -> None:
+    """Bring the edge end of the veth pair down or up (its address and route come back with it)."""
+    _run("ip", "link", "set", EDGE_DEVICE, "up" if up else "down")
 
 
 def is_up() -> bool:

@@ -46,6 +46,13 @@ def link_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--link-loss", type=float, default=0.0, help="share of frames delayed by a retransmission")
     group.add_argument("--link-seed", type=int, default=0, help="seed of the emulation's randomness")
     parser.add_argument("--tls-ca", help="connect to the cloud over TLS, trusting this CA (PEM) file")
+    parser.add_argument(
+        "--keepalive",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="ping the cloud this often; a pong overdue by as long drops and re-dials the link (default 5)",
+    )
 
 
 def link_config(args: argparse.Namespace) -> LinkConfig:
@@ -56,4 +63,5 @@ def link_config(args: argparse.Namespace) -> LinkConfig:
         loss=args.link_loss,
         seed=args.link_seed,
     )
-    return LinkConfig.parse(args.cloud, auth_token_from_env(args.auth_token), emulation=emulation, tls_ca=args.tls_ca)
+    token = auth_token_from_env(args.auth_token)
+    return LinkConfig.parse(args.cloud, token, emulation=emulation, tls_ca=args.tls_ca, keepalive_s=args.keepalive)

@@ -144,6 +144,8 @@ def netem_args(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--rate-mbit", type=float, help="each direction (default: unlimited)")
     up.add_argument("--loss-percent", type=float, default=0.0, help="each direction")
     actions.add_parser("down", help="remove them")
+    cut = actions.add_parser("cut", help="take the path down for a while, then restore it (a fault drill)")
+    cut.add_argument("seconds", type=float)
     actions.add_parser("status", help="whether the namespace exists")
 
 
@@ -155,6 +157,10 @@ def run_netem(args: argparse.Namespace) -> None:
         print(f"cloud namespace {netem.NAMESPACE} up; start the cloud inside it and point the edge at {address}:")
         print(f"  ip netns exec {netem.NAMESPACE} edgespec cloud --model demo-target --host {address} --auth-token T")
         print(f"  edgespec edge --model demo-draft --cloud {address}:{DEFAULT_CLOUD_PORT} --auth-token T")
+    elif args.action == "cut":
+        print(f"path to {netem.CLOUD_ADDRESS} cut for {args.seconds:g} s", flush=True)
+        netem.cut(args.seconds)
+        print("path restored")
     elif args.action == "down":
         netem.down()
         print(f"namespace {netem.NAMESPACE} removed")

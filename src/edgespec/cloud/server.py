@@ -9,6 +9,7 @@ import time
 
 import msgspec
 
+from edgespec.cloud.admission import HandshakeGate
 from edgespec.cloud.colocated import LocalDraft
 from edgespec.cloud.session_actor import SessionActor
 from edgespec.cloud.verifier import Verifier
@@ -21,7 +22,7 @@ from edgespec.protocol.framing import HANDSHAKE_MAX_FRAME_BYTES
 from edgespec.protocol.handshake import check_hello, new_challenge
 from edgespec.protocol.messages import Close, Error, ErrorCode, Hello, Message, Open, Ping, Pong, Verify, Welcome
 from edgespec.protocol.sessions import SessionBudget, SessionTable
-from edgespec.transport.connection import ConnectionClosed, FramedConnection
+from edgespec.transport.connection import ConnectionClosed, FramedConnection, SendBounds
 from edgespec.transport.tls import server_context
 
 log = logging.getLogger("edgespec.cloud")
@@ -45,6 +46,9 @@ class CloudServer:
             config.limits, vocab_size=verifier.engine.vocab_size, colocated=local_draft is not None
         )
         self.budget = SessionBudget(self.limits.max_sessions)
+        guards = config.guards
+        self.gate = HandshakeGate(guards.max_pending_handshakes, guards.max_pending_per_address)
+        self.send_bounds = SendBounds(guards.max_unsent_bytes, guards.send_timeout_s)
         self.worker = ModelWorker("target")
         self.connections: set[EdgeConnection] = set()
         self.metrics = CloudMetrics(lambda: self.open_sessions, lambda: len(self.connections))
@@ -86,20 +90,17 @@ class CloudServer:
             self.local_draft.shutdown()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = FramedConnection(reader, writer, HANDSHAKE_MAX_FRAME_BYTES)
+        address = str((writer.get_extra_info("peername") or ("?",))[0])
+        if not self.gate.try_enter(address):  # a flood: drop at once, before any work
+            self.metrics.refused.inc()
+            writer.transport.abort()
+            return
+        conn = FramedConnection(reader, writer, HANDSHAKE_MAX_FRAME_BYTES, self.send_bounds)
         try:
-            await asyncio.wait_for(self._handshake(conn), self.config.handshake_timeout_s)
-        except TimeoutError:
-            self.metrics.refused.inc()
-            await _refuse(conn, ErrorCode.HANDSHAKE_TIMEOUT, "no valid Hello in time")
-            return
-        except ProtocolError as exc:
-            log.warning("refused %s: %s", conn.peer, exc.message)
-            self.metrics.refused.inc()
-            await _refuse(conn, exc.code, exc.message)
-            return
-        except ConnectionClosed:
-            await conn.close()
+            authenticated = await self._authenticate(conn)
+        finally:
+            self.gate.leave(address)
+        if not authenticated:
             return
         conn.set_max_frame_bytes(self.limits.max_frame_bytes)
         connection = EdgeConnection(self, conn)
@@ -108,6 +109,22 @@ class CloudServer:
             await connection.run()
         finally:
             self.connections.discard(connection)
+
+    async def _authenticate(self, conn: FramedConnection) -> bool:
+        """The handshake within its timeout; a refusal is answered with an Error and a close."""
+        try:
+            await asyncio.wait_for(self._handshake(conn), self.config.handshake_timeout_s)
+            return True
+        except TimeoutError:
+            self.metrics.refused.inc()
+            await _refuse(conn, ErrorCode.HANDSHAKE_TIMEOUT, "no valid Hello in time")
+        except ProtocolError as exc:
+            log.warning("refused %s: %s", conn.peer, exc.message)
+            self.metrics.refused.inc()
+            await _refuse(conn, exc.code, exc.message)
+        except ConnectionClosed:
+            await conn.close()
+        return False
 
     async def _handshake(self, conn: FramedConnection) -> None:
         challenge = new_challenge()
@@ -187,8 +204,8 @@ class EdgeConnection:
             self._start_session(message)
         elif isinstance(message, Verify | Close):
             self._actor(message.sid).deliver(message)
-        elif isinstance(message, Ping):
-            self._spawn(self._report(Pong(nonce=message.nonce)))
+        elif isinstance(message, Ping):  # answered at once: a ping flood must not pile up tasks
+            self.conn.send_nowait(Pong(nonce=message.nonce))
         elif not isinstance(message, Error):  # an edge's Error needs no answer
             raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE, f"{type(message).__name__} is not a request")
 
@@ -230,6 +247,6 @@ class EdgeConnection:
 
 
 async def _refuse(conn: FramedConnection, code: ErrorCode, text: str) -> None:
-    with contextlib.suppress(ConnectionClosed):
-        await conn.send(Error(code=code, message=text))
+    with contextlib.suppress(ConnectionClosed):  # no waiting on a peer that may not read
+        conn.send_nowait(Error(code=code, message=text))
     await conn.close()

@@ -24,6 +24,6 @@ async def start_edge(
     engine, tokenizer = load_engine(resolve_model_path(model.name), model)
     links = None
     if link is not None:
-        links = ResilientLink(link, tokenizer.identity, link_events)
+        links = ResilientLink(link, tokenizer.identity, link_events, keepalive_s=link.keepalive_s)
         await links.start(require=require_cloud)
     return EdgeRuntime(engine, tokenizer, links, policy, observer)

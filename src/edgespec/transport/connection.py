@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
-from typing import Protocol
+from dataclasses import dataclass
+from typing import NoReturn, Protocol
 
 from edgespec.protocol.codec import decode, encode
 from edgespec.protocol.framing import FrameBuffer, frame
@@ -31,10 +32,26 @@ class Connection(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class SendBounds:
+    """When a peer that does not read is given up on: too many bytes waiting to be sent to it, or
+    a socket buffer that stays full too long. Without them its frames pile up without end."""
+
+    max_unsent_bytes: int
+    timeout_s: float
+
+
 class FramedConnection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame_bytes: int) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        max_frame_bytes: int,
+        send_bounds: SendBounds | None = None,
+    ) -> None:
         self._reader = reader
         self._writer = writer
+        self._send_bounds = send_bounds
         self._frames = FrameBuffer(max_frame_bytes)
         self._bodies: deque[bytes] = deque()
         self.bytes_sent = 0
@@ -50,8 +67,11 @@ class FramedConnection:
     async def send(self, message: Message) -> int:
         """Send one message; returns the bytes it took on the wire."""
         size = self.send_nowait(message)
+        timeout = self._send_bounds.timeout_s if self._send_bounds else None
         try:
-            await self._writer.drain()
+            await asyncio.wait_for(self._writer.drain(), timeout)
+        except TimeoutError:
+            self._give_up(f"the peer read nothing for {timeout:g} s")
         except (ConnectionError, RuntimeError) as exc:
             raise ConnectionClosed(str(exc)) from None
         return size
@@ -70,7 +90,15 @@ class FramedConnection:
         except (ConnectionError, RuntimeError) as exc:
             raise ConnectionClosed(str(exc)) from None
         self.bytes_sent += len(data)
+        bounds = self._send_bounds
+        if bounds is not None and self._writer.transport.get_write_buffer_size() > bounds.max_unsent_bytes:
+            self._give_up(f"more than {bounds.max_unsent_bytes} bytes wait for the peer to read them")
         return len(data)
+
+    def _give_up(self, why: str) -> NoReturn:
+        """Drop a peer that stopped reading: abort, as a polite close would wait on the same full buffer."""
+        self._writer.transport.abort()
+        raise ConnectionClosed(why)
 
     async def recv(self) -> tuple[Message, int]:
         """The next message and its size on the wire. Raises ProtocolError on a bad frame."""
