@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from edgespec.engine import tiny as tiny_models
 from edgespec.processes import cloud_process
-from tests import tiny_models
-
-TINY_VOCAB = 320
 
 
 @dataclass(frozen=True)
@@ -21,16 +19,14 @@ class TinyPair:
 
 @pytest.fixture(scope="session")
 def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> TinyPair:
-    root = tmp_path_factory.mktemp("tiny")
-    tokenizer = tiny_models.build_tokenizer(TINY_VOCAB)
-    target = tiny_models.build_model(len(tokenizer), seed=0)
-    draft = tiny_models.perturbed_copy(target, noise=0.02, seed=1)  # agrees with the target ~70% of the time
-    foreign_tokenizer = tiny_models.build_tokenizer(TINY_VOCAB - 40)
+    """The tiny target and its draft (agreeing ~70% of the time), and a draft of another tokenizer."""
+    root = tiny_models.ensure_tiny_pair(tmp_path_factory.mktemp("tiny") / "pair")
+    foreign_tokenizer = tiny_models.build_tokenizer(tiny_models.TINY_VOCAB - 40)
     foreign = tiny_models.build_model(len(foreign_tokenizer), seed=2)
     return TinyPair(
-        target=tiny_models.save(target, tokenizer, root / "target"),
-        draft=tiny_models.save(draft, tokenizer, root / "draft"),
-        foreign_draft=tiny_models.save(foreign, foreign_tokenizer, root / "foreign"),
+        target=root / "tiny-target",
+        draft=root / "tiny-draft",
+        foreign_draft=tiny_models.save(foreign, foreign_tokenizer, root.parent / "foreign"),
     )
 
 

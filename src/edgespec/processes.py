@@ -7,6 +7,7 @@ import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgespec.api.server import READY_LINE as EDGE_READY
@@ -31,12 +32,25 @@ def edge_process(model: Path | str, cloud_port: int, *extra_args: str, log: Path
 @contextlib.contextmanager
 def server_process(args: list[str], ready_line: str, log: Path | None) -> Iterator[str]:
     """Run `edgespec ARGS` until its ready line; yields that line; stops the process afterwards."""
+    with started_process(args, ready_line, log) as started:
+        yield started.ready
+
+
+@dataclass(frozen=True)
+class Started:
+    process: subprocess.Popen[str]
+    ready: str  # its ready line
+
+
+@contextlib.contextmanager
+def started_process(args: list[str], ready_line: str, log: Path | None) -> Iterator[Started]:
+    """As server_process, yielding the process too."""
     command = [sys.executable, "-m", "edgespec", *args]
     with contextlib.ExitStack() as stack:
         stderr = stack.enter_context(log.open("w")) if log is not None else subprocess.DEVNULL
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
         stack.callback(stop, process)
-        yield wait_until_ready(process, ready_line, log)
+        yield Started(process, wait_until_ready(process, ready_line, log))
 
 
 def wait_until_ready(process: subprocess.Popen[str], ready_line: str, log: Path | None) -> str:

@@ -9,13 +9,12 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgespec.config import Limits, SamplingParams
+from edgespec.config import SamplingParams
 from edgespec.protocol.codec import ProtocolError, decode, encode
 from edgespec.protocol.framing import FrameBuffer, frame
 from edgespec.protocol.messages import Close, Draft, ErrorCode, Message, Open, SparseDist, Verify
-from edgespec.protocol.sessions import SessionBudget, SessionTable
+from tests.fuzz.session_driver import TwoEdges
 
-LIMITS = Limits(max_k=4, max_sessions=3, max_context=64, max_draft_support=4, vocab_size=50)
 token = st.integers(min_value=0, max_value=60)  # some ids past the vocabulary
 sampling = st.sampled_from([SamplingParams(), SamplingParams(temperature=0.7, seed=3)])
 sparse = st.builds(
@@ -78,23 +77,6 @@ def test_any_byte_stream_frames_or_is_refused(data: bytes, limit: int) -> None:
 
 @given(st.lists(st.tuples(st.integers(0, 1), messages), max_size=30))
 def test_session_tables_refuse_cleanly_and_keep_their_books(steps: list[tuple[int, Message]]) -> None:
-    budget = SessionBudget(LIMITS.max_sessions)
-    tables = [SessionTable(LIMITS, budget), SessionTable(LIMITS, budget)]  # two edges, one cloud budget
+    edges = TwoEdges()
     for connection, message in steps:
-        table = tables[connection]
-        try:
-            if isinstance(message, Open):
-                table.open(message)
-                table.commit(message.sid, 1)  # the opening round's verdict
-            elif isinstance(message, Verify):
-                table.verify(message)
-                table.commit(message.sid, 1)
-            elif isinstance(message, Close):
-                table.close(message.sid)
-        except ProtocolError as exc:
-            assert exc.code in {
-                ErrorCode.DUPLICATE_SESSION, ErrorCode.UNKNOWN_SESSION, ErrorCode.TOO_MANY_SESSIONS,
-                ErrorCode.OUT_OF_ORDER, ErrorCode.INVALID_REQUEST, ErrorCode.CONTEXT_TOO_LONG,
-                ErrorCode.UNEXPECTED_MESSAGE,
-            }  # fmt: skip
-        assert budget.in_use == sum(len(t) for t in tables) <= LIMITS.max_sessions
+        edges.apply(connection, message)

@@ -9,8 +9,8 @@ import pytest
 
 from edgespec.api.text import TextStream
 from edgespec.edge.stopping import FinishReason, StopChecker
+from edgespec.engine import tiny as tiny_models
 from edgespec.engine.tokenizer import TokenizerInfo
-from tests import tiny_models
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,11 @@
-"""`edgespec bench protocol | pair | sweep | serve`."""
+"""`edgespec bench protocol | pair | sweep | serve | load`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 
+from edgespec.bench.load_cli import add_load_args
 from edgespec.bench.serve.cli import add_serve_args, run_serve
 
 
@@ -35,6 +36,8 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--report-from", metavar="DIR", help="re-analyse DIR/results.json; rewrite its report and plots")
     serve = kinds.add_parser("serve", help="load generator for an OpenAI-compatible server (vllm bench serve's flags)")
     add_serve_args(serve)
+    load = kinds.add_parser("load", help="soak test: one cloud, N edges, many streams for minutes; checks leaks")
+    add_load_args(load)
 
 
 def run_bench(args: argparse.Namespace) -> None:
@@ -44,6 +47,10 @@ def run_bench(args: argparse.Namespace) -> None:
         asyncio.run(run(args.rounds, args.k))
     elif args.bench == "serve":
         run_serve(args)
+    elif args.bench == "load":
+        from edgespec.bench.load_cli import run_load_command
+
+        run_load_command(args)
     elif args.bench == "sweep":
         from edgespec.bench.sweep_cli import run_sweep_command
 

@@ -102,12 +102,14 @@ def run_models(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from edgespec.engine.fetch import ensure_converted, is_converted
-    from edgespec.engine.registry import ALIASES
+    from edgespec.engine.registry import ALIASES, TINY_ALIASES
 
     if args.action == "list":
         for alias, model in ALIASES.items():
             state = "ready" if is_converted(model) else "not fetched"
             print(f"{alias:12} {state:12} {model.description}")
+        for alias in TINY_ALIASES:
+            print(f"{alias:12} {'on use':12} random weights, built in seconds: smoke and load tests only")
     elif args.action == "fetch":
         if args.alias not in ALIASES:
             raise ValueError(f"unknown alias {args.alias!r}; known: {', '.join(ALIASES)}")

