@@ -73,6 +73,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
+ENGINES = ("auto", "torch", "llamacpp")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which model to load and where it runs. `name` is a path (HF folder or .gguf) or an alias."""
@@ -80,11 +83,14 @@ class ModelConfig:
     name: str
     device: str | None = None  # None: CUDA when present, else CPU
     dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
-    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    threads: int | None = None  # compute threads; None: torch's default, or every allowed core for llama.cpp
+    engine: str = "auto"  # torch | llamacpp | auto (llama.cpp for GGUF on a CPU when installed)
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("a model path or alias is required")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.dtype not in (None, "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.threads is not None and self.threads < 1:

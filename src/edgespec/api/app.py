@@ -46,13 +46,16 @@ def create_app(runtime: EdgeRuntime, config: ApiConfig, metrics: EdgeMetrics, mo
 
     @app.get("/v1/models", dependencies=guarded)
     async def models() -> dict[str, object]:
+        welcome = runtime.links.welcome if runtime.links else None
         card = {
             "id": model_name,
             "object": "model",
             "created": started,
             "owned_by": "edgespec",
             "max_model_len": runtime.max_context,
-            "target": runtime.links.welcome.model if runtime.links and runtime.links.welcome else None,
+            "target": welcome.model if welcome else None,
+            "target_numerics": welcome.numerics if welcome else None,
+            "draft_numerics": runtime.engine.numerics,
             "default_mode": runtime.policy.default_mode.value,
             "num_speculative_tokens": runtime.policy.spec.num_speculative_tokens,
         }

@@ -26,6 +26,7 @@ VOCAB = 151_936  # the demo pair's vocabulary, so token ids take their real size
 class InstantEngine:
     """An engine that computes nothing (argmax always token 0), so only the protocol is timed."""
 
+    numerics = "none: every token's logits are zero"
     vocab_size = VOCAB
     max_context = 1 << 20
     device = torch.device("cpu")
@@ -45,6 +46,9 @@ class InstantEngine:
 
     def release(self, session: KVSession) -> None:
         session.tokens.clear()
+
+    def close(self) -> None:
+        pass
 
 
 class _FixedTokenizer:

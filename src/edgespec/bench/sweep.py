@@ -121,11 +121,12 @@ async def run_sweep(plan: SweepPlan, on_cell: Progress) -> list[Cell]:
             stack.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
             os.sched_setaffinity(0, {EDGE_CORE})
         engine, tokenizer = load_engine(draft_path, ModelConfig(str(draft_path), threads=1))
+        stack.callback(engine.close)
         cells: list[Cell] = []
         for rtt in plan.rtts_ms:
             links = ResilientLink(LinkConfig(port=port, emulation=_emulation(plan.link, rtt)), tokenizer.identity)
             await links.start(require=True)
-            runtime = EdgeRuntime(engine, tokenizer, links, EdgePolicy())
+            runtime = EdgeRuntime(engine, tokenizer, links, EdgePolicy(), owns_engine=False)
             try:
                 if not cells:
                     await _warm_up(runtime, plan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edgespec.config import (
+    ENGINES,
     LinkConfig,
     LinkEmulation,
     ModelConfig,
@@ -21,10 +22,15 @@ def model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
         "--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on CUDA, fp32 on CPU"
     )
     parser.add_argument("--threads", type=int, help="CPU threads for the model (default: torch's choice)")
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="auto",
+        help="torch (exact; HF folders, GGUF, GPUs) or llamacpp (GGUF on CPUs, fast); auto: llamacpp for "
+        "GGUF on a CPU when installed",
+    )  # fmt: skip
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
-    return ModelConfig(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
+    return ModelConfig(args.model, device=args.device, dtype=args.dtype, threads=args.threads, engine=args.engine)
 
 
 def sampling_args(parser: argparse.ArgumentParser) -> None:

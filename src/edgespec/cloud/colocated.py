@@ -33,4 +33,4 @@ class LocalDraft:
         return [*draft.tokens[: result.accepted], result.token], result
 
     def shutdown(self) -> None:
-        self.worker.shutdown()
+        self.worker.shutdown(last=self.engine.close)

@@ -14,16 +14,16 @@ from edgespec.cloud.colocated import LocalDraft
 from edgespec.cloud.server import CloudServer
 from edgespec.cloud.verifier import Verifier
 from edgespec.config import CloudConfig, ModelConfig, SpecConfig
-from edgespec.engine.fetch import resolve_model_path
-from edgespec.engine.loading import load_engine
+from edgespec.engine.backends import open_model
 from edgespec.engine.tokenizer import TokenizerInfo
 
 READY_LINE = "edgespec cloud ready"
+CLOUD_KV_TOKENS = 65536  # llama.cpp: KV positions all sessions share (torch grows each session's cache)
 
 
 def build_server(config: CloudConfig) -> CloudServer:
     """Load the target and wrap it in a server (not yet listening)."""
-    engine, tokenizer = load_engine(resolve_model_path(config.model.name), config.model)
+    engine, tokenizer = open_model(config.model, max_sessions=config.limits.max_sessions, kv_tokens=CLOUD_KV_TOKENS)
     limits = msgspec.structs.replace(config.limits, max_context=min(config.limits.max_context, engine.max_context))
     local_draft = _load_local_draft(config.draft, tokenizer) if config.draft is not None else None
     return CloudServer(
@@ -37,7 +37,7 @@ def build_server(config: CloudConfig) -> CloudServer:
 
 def _load_local_draft(model: ModelConfig, target_tokenizer: TokenizerInfo) -> LocalDraft:
     """A draft for co-located speculation; it must share the target's tokenizer, as an edge must."""
-    engine, tokenizer = load_engine(resolve_model_path(model.name), model)
+    engine, tokenizer = open_model(model)
     if tokenizer.identity.fingerprint != target_tokenizer.identity.fingerprint:
         raise ValueError(
             f"the draft {model.name} does not share the target's tokenizer "

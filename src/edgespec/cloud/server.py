@@ -85,7 +85,7 @@ class CloudServer:
             self._server.close()
         for connection in list(self.connections):
             await connection.shut_down()
-        self.worker.shutdown()
+        self.worker.shutdown(last=self.verifier.engine.close)
         if self.local_draft is not None:
             self.local_draft.shutdown()
 
@@ -141,6 +141,7 @@ class CloudServer:
                 model=self.model_name[-256:],
                 eos_token_ids=list(self.tokenizer.eos_token_ids),
                 chat_template=self.tokenizer.chat_template,
+                numerics=self.verifier.engine.numerics,
             )
         )
 

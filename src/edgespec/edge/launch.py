@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from edgespec.config import EdgePolicy, LinkConfig, ModelConfig
 from edgespec.edge.runtime import EdgeRuntime
-from edgespec.engine.fetch import resolve_model_path
-from edgespec.engine.loading import load_engine
+from edgespec.engine.backends import open_model
 from edgespec.metrics.observer import RuntimeObserver
 from edgespec.transport.resilient import LinkEvents, ResilientLink
 
@@ -21,7 +20,7 @@ async def start_edge(
 ) -> EdgeRuntime:
     """The draft loaded and, unless `link` is None (edge mode only), the cloud link up. With
     `require_cloud` False an unreachable cloud is not an error: the link keeps retrying."""
-    engine, tokenizer = load_engine(resolve_model_path(model.name), model)
+    engine, tokenizer = open_model(model)
     links = None
     if link is not None:
         links = ResilientLink(link, tokenizer.identity, link_events, keepalive_s=link.keepalive_s)

@@ -125,8 +125,10 @@ class EdgeRuntime:
         links: ResilientLink | None,
         policy: EdgePolicy = EdgePolicy(),
         observer: RuntimeObserver | None = None,
+        owns_engine: bool = True,  # False: the engine outlives this runtime (a benchmark reusing it)
     ) -> None:
         self.drafter = Drafter(engine, policy.spec.draft_support)
+        self.owns_engine = owns_engine
         self.engine = engine
         self.links = links
         self.policy = policy
@@ -164,7 +166,7 @@ class EdgeRuntime:
     async def aclose(self) -> None:
         if self.links is not None:
             await self.links.close()
-        self.worker.shutdown()
+        self.worker.shutdown(last=self.engine.close if self.owns_engine else None)
 
     async def _run(self, generation: Generation, sampling: SamplingParams) -> AsyncGenerator[Chunk, None]:
         request, stats = generation.request, generation.stats

@@ -22,6 +22,7 @@ class KVSession:
 
 
 class Engine(Protocol):
+    numerics: str  # what its results equal, in a sentence for users
     vocab_size: int
     max_context: int  # positions the model supports
     device: torch.device
@@ -37,6 +38,10 @@ class Engine(Protocol):
         ...
 
     def release(self, session: KVSession) -> None: ...
+
+    def close(self) -> None:
+        """Free the model; no call may follow."""
+        ...
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:

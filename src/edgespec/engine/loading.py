@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from edgespec.config import ModelConfig
+from edgespec.config import ModelConfig, cache_dir
 from edgespec.engine.tokenizer import TokenizerInfo
 from edgespec.engine.torch_engine import TorchEngine
 
@@ -55,11 +58,35 @@ def split_model_path(path: Path) -> tuple[Path, str | None]:
 
 def load_tokenizer(path: Path) -> TokenizerInfo:
     folder, gguf_file = split_model_path(path)
+    source = folder if gguf_file is None else saved_gguf_tokenizer(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+        tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load a tokenizer from {str(path)!r}: {exc}") from None
     return TokenizerInfo(tokenizer=tokenizer, name=path.name, eos_token_ids=_eos_ids(tokenizer, folder))
+
+
+def saved_gguf_tokenizer(gguf: Path) -> Path:
+    """A GGUF file's tokenizer saved as an HF tokenizer folder, built once and cached. Building it
+    from the GGUF takes ~15 s for a 150k vocabulary, loading the folder ~1 s; and a saved tokenizer
+    fingerprints the same as the one in a folder converted from that GGUF, so an edge and a cloud
+    may load the same model either way."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = cache_dir() / "tokenizers" / f"{gguf.stem[:64]}-{key}"
+    if folder.is_dir():
+        return folder
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load a tokenizer from {str(gguf)!r}: {exc}") from None
+    staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=ensure_dir(folder.parent)))
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(folder)
+    except OSError:  # another process saved the same tokenizer first
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def load_model(path: Path, config: ModelConfig) -> PreTrainedModel:
@@ -90,6 +117,11 @@ def _progress_bars(shown: bool) -> Iterator[None]:
 def load_engine(path: Path, config: ModelConfig) -> tuple[TorchEngine, TokenizerInfo]:
     """The torch engine and tokenizer for a resolved model path."""
     return TorchEngine(load_model(path, config)), load_tokenizer(path)
+
+
+def ensure_dir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _eos_ids(tokenizer: object, folder: Path) -> tuple[int, ...]:

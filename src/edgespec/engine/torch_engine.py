@@ -19,6 +19,8 @@ def _cache_keyword(model: PreTrainedModel) -> str:
 
 
 class TorchEngine:
+    numerics = "torch: exact; speculative output equals the target's own decoding"
+
     def __init__(self, model: PreTrainedModel) -> None:
         self.model = model.eval()
         self.device = next(model.parameters()).device
@@ -46,3 +48,6 @@ class TorchEngine:
     def release(self, session: KVSession) -> None:
         session.cache = None
         session.tokens.clear()
+
+    def close(self) -> None:
+        """Nothing to free by hand: the garbage collector owns torch's memory."""

@@ -29,5 +29,9 @@ class ModelWorker:
         with contextlib.suppress(RuntimeError):  # the executor refuses work after shutdown
             self._executor.submit(fn, *args, **kwargs)
 
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def shutdown(self, last: Callable[[], object] | None = None) -> None:
+        """Refuse new work. Queued work still runs (it is cleanup that frees KV), then `last`
+        (freeing the model: it must not run while a forward pass uses it)."""
+        if last is not None:
+            self.submit(last)
+        self._executor.shutdown(wait=False)

@@ -100,6 +100,7 @@ class Welcome(Base, frozen=True, tag="welcome"):
     model: ShortText
     eos_token_ids: list[TokenId]
     chat_template: str | None = None
+    numerics: ShortText = ""  # how the target's backend computes: exact, or what may differ
 
 
 # --- sessions ----------------------------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""Choosing and opening a model's backend. torch (transformers model code) runs HF folders and
+GGUF files, exactly, on CPUs and GPUs; llama.cpp runs GGUF files as shipped, quantized, several
+times faster on a CPU. `auto` picks llama.cpp for a GGUF model on the CPU when it is installed
+(`pip install 'edgespec[llamacpp]'`), torch otherwise."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from edgespec.config import ModelConfig
+from edgespec.engine.base import Engine
+from edgespec.engine.fetch import ensure_gguf, resolve_model_path
+from edgespec.engine.loading import ModelLoadError, load_engine, load_tokenizer, resolve_device
+from edgespec.engine.registry import ALIASES
+from edgespec.engine.tokenizer import TokenizerInfo
+
+LLAMACPP_HINT = "install it with: pip install 'edgespec[llamacpp]' (builds llama.cpp, about 8 minutes on 2 cores)"
+
+
+def llamacpp_installed() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def choose_backend(config: ModelConfig) -> str:
+    if config.engine == "llamacpp" and not llamacpp_installed():
+        raise ModelLoadError(f"--engine llamacpp needs llama-cpp-python; {LLAMACPP_HINT}")
+    if config.engine != "auto":
+        return config.engine
+    on_cpu = resolve_device(config.device).type == "cpu"
+    return "llamacpp" if on_cpu and _is_gguf(config.name) and llamacpp_installed() else "torch"
+
+
+def open_model(config: ModelConfig, max_sessions: int = 64, kv_tokens: int = 16384) -> tuple[Engine, TokenizerInfo]:
+    """The model's engine and tokenizer, on the chosen backend; aliases are fetched as needed
+    (llama.cpp takes the GGUF as shipped, torch a folder converted from it once)."""
+    if choose_backend(config) == "torch":
+        return load_engine(resolve_model_path(config.name), config)
+    from edgespec.engine.llamacpp_engine import LlamaCppEngine, LlamaCppError, LlamaCppOptions
+
+    gguf = _gguf_path(config.name)
+    threads = config.threads or len(os.sched_getaffinity(0))  # llama.cpp's default of 4 oversubscribes small CPUs
+    try:
+        engine = LlamaCppEngine(gguf, LlamaCppOptions(threads, kv_tokens, max_sessions))
+    except LlamaCppError as exc:
+        raise ModelLoadError(str(exc)) from None
+    return engine, load_tokenizer(gguf)
+
+
+def _is_gguf(name: str) -> bool:
+    return name in ALIASES or name.endswith(".gguf")
+
+
+def _gguf_path(name: str) -> Path:
+    if name in ALIASES:
+        return ensure_gguf(ALIASES[name])
+    path = Path(name).expanduser()
+    if path.suffix != ".gguf" or not path.is_file():
+        raise ModelLoadError(f"llama.cpp runs .gguf files; {name!r} is not one (use --engine torch for HF folders)")
+    return path
