@@ -16,6 +16,9 @@ from typing import Any
 import msgspec
 
 DEFAULT_CLOUD_PORT = 8083
+# Each server prints one line starting so once it listens (processes.py waits for it).
+CLOUD_READY_LINE = "edgespec cloud ready"
+EDGE_READY_LINE = "edgespec edge ready"
 DEFAULT_EDGE_PORT = 8082
 AUTH_TOKEN_ENV = "EDGESPEC_AUTH_TOKEN"
 API_KEY_ENV = "EDGESPEC_API_KEY"

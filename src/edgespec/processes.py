@@ -4,14 +4,15 @@ integration tests. Each prints one ready line naming the address it bound (port 
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgespec.api.server import READY_LINE as EDGE_READY
-from edgespec.cloud.launch import READY_LINE as CLOUD_READY
+from edgespec.config import CLOUD_READY_LINE as CLOUD_READY
+from edgespec.config import EDGE_READY_LINE as EDGE_READY
 
 
 @contextlib.contextmanager
@@ -45,12 +46,26 @@ class Started:
 @contextlib.contextmanager
 def started_process(args: list[str], ready_line: str, log: Path | None) -> Iterator[Started]:
     """As server_process, yielding the process too."""
+    with spawned(args, log) as process:
+        yield Started(process, wait_until_ready(process, ready_line, log))
+
+
+@contextlib.contextmanager
+def spawned(args: list[str], log: Path | None) -> Iterator[subprocess.Popen[str]]:
+    """`edgespec ARGS` started (not yet ready: see wait_until_ready); stopped afterwards."""
     command = [sys.executable, "-m", "edgespec", *args]
     with contextlib.ExitStack() as stack:
         stderr = stack.enter_context(log.open("w")) if log is not None else subprocess.DEVNULL
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
         stack.callback(stop, process)
-        yield Started(process, wait_until_ready(process, ready_line, log))
+        yield process
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on at the moment of asking (for starting peers together)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_until_ready(process: subprocess.Popen[str], ready_line: str, log: Path | None) -> str:

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import uvicorn
 
 from edgespec.api.app import create_app
-from edgespec.config import ApiConfig, EdgePolicy, LinkConfig, ModelConfig
+from edgespec.config import EDGE_READY_LINE, ApiConfig, EdgePolicy, LinkConfig, ModelConfig
 from edgespec.edge.launch import start_edge
 from edgespec.metrics.prometheus import EdgeMetrics
 
-READY_LINE = "edgespec edge ready"
+READY_LINE = EDGE_READY_LINE
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`edgespec bench protocol | pair | sweep | serve | load`."""
+"""`edgespec bench protocol | pair | engines | sweep | serve | load`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     pair.add_argument("--k", default="1,2,3,4,5,6,7,8", help="comma-separated draft lengths")
     pair.add_argument("--max-tokens", type=int, default=48)
     pair.add_argument("--out", help="also write the results as JSON here")
+    engines = kinds.add_parser("engines", help="one model on torch and llama.cpp: load, decode tok/s, m-token cost")
+    engines.add_argument("--model", default="demo-draft")
+    engines.add_argument("--threads", type=int, default=1, help="compute threads (default 1: one core)")
+    engines.add_argument("--tokens", type=int, default=64, help="tokens decoded for the speed figure")
+    engines.add_argument("--widths", default="1,2,4,5,8,9", help="new tokens per forward for the cost ratios")
+    engines.add_argument("--out", help="also write the figures as JSON here")
     sweep = kinds.add_parser("sweep", help="modes × k × emulated RTT on real processes; JSON, report, plots")
     sweep.add_argument("--rtt-ms", default="0,10,25,50,100,200", help="comma-separated round-trip times")
     sweep.add_argument("--k", default="1,2,4,8", help="comma-separated draft lengths")
@@ -47,6 +53,8 @@ def run_bench(args: argparse.Namespace) -> None:
         asyncio.run(run(args.rounds, args.k))
     elif args.bench == "serve":
         run_serve(args)
+    elif args.bench == "engines":
+        _run_engines(args)
     elif args.bench == "load":
         from edgespec.bench.load_cli import run_load_command
 
@@ -60,3 +68,14 @@ def run_bench(args: argparse.Namespace) -> None:
 
         ks = [int(k) for k in args.k.split(",")]
         asyncio.run(run_pair(args.draft, args.target, ks, args.max_tokens, args.out))
+
+
+def _run_engines(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from edgespec.bench.engines import run
+
+    figures = run(args.model, args.threads, args.tokens, [int(w) for w in args.widths.split(",")])
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")

@@ -16,14 +16,12 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from edgespec.api.server import READY_LINE as EDGE_READY
 from edgespec.bench.serve.client import RequestOutput, RequestShape, send
 from edgespec.bench.serve.dataset import SampleRequest, random_requests
 from edgespec.bench.serve.server_stats import scrape
-from edgespec.cloud.launch import READY_LINE as CLOUD_READY
 from edgespec.engine.fetch import resolve_model_path
 from edgespec.engine.loading import load_tokenizer
-from edgespec.processes import Started, ready_field, ready_port, started_process
+from edgespec.processes import CLOUD_READY, EDGE_READY, Started, ready_field, ready_port, started_process
 
 SETTLE_TIMEOUT_S = 30.0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from dataclasses import replace
 
 from edgespec.cli.options import link_args, link_config, model_args, model_config
 from edgespec.config import (
@@ -55,7 +56,7 @@ def run_cloud(args: argparse.Namespace) -> None:
         limits=Limits(max_sessions=args.max_sessions, max_context=args.max_context, max_k=args.max_k),
         session_idle_timeout_s=args.session_idle_timeout,
         metrics_port=args.metrics_port,
-        draft=ModelConfig(args.draft_model, args.device, args.dtype, args.threads) if args.draft_model else None,
+        draft=replace(model_config(args), name=args.draft_model) if args.draft_model else None,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )
@@ -97,7 +98,7 @@ def run_edge(args: argparse.Namespace) -> None:
     mode = Mode(args.mode)
     link = None if mode is Mode.EDGE else link_config(args)
     config = EdgeServerConfig(
-        model=ModelConfig(model, device=args.device, dtype=args.dtype, threads=args.threads),
+        model=ModelConfig(model, device=args.device, dtype=args.dtype, threads=args.threads, engine=args.engine),
         link=link,
         policy=EdgePolicy(
             SpecConfig(num_speculative_tokens=k),

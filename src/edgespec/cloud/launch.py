@@ -13,12 +13,12 @@ import prometheus_client
 from edgespec.cloud.colocated import LocalDraft
 from edgespec.cloud.server import CloudServer
 from edgespec.cloud.verifier import Verifier
-from edgespec.config import CloudConfig, ModelConfig, SpecConfig
+from edgespec.config import CLOUD_READY_LINE, CloudConfig, ModelConfig, SpecConfig
 from edgespec.engine.backends import open_model
 from edgespec.engine.tokenizer import TokenizerInfo
 
-READY_LINE = "edgespec cloud ready"
-CLOUD_KV_TOKENS = 65536  # llama.cpp: KV positions all sessions share (torch grows each session's cache)
+READY_LINE = CLOUD_READY_LINE
+CLOUD_KV_TOKENS = 16384  # llama.cpp: KV positions all sessions share (torch grows each session's cache)
 
 
 def build_server(config: CloudConfig) -> CloudServer:

@@ -8,13 +8,15 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgespec.config import ModelConfig
-from edgespec.engine.base import Engine
-from edgespec.engine.fetch import ensure_gguf, resolve_model_path
-from edgespec.engine.loading import ModelLoadError, load_engine, load_tokenizer, resolve_device
+from edgespec.engine.fetch import ModelFetchError, ensure_gguf, resolve_model_path
 from edgespec.engine.registry import ALIASES
-from edgespec.engine.tokenizer import TokenizerInfo
+
+if TYPE_CHECKING:  # the heavy modules (torch, transformers) load only when a model does
+    from edgespec.engine.base import Engine
+    from edgespec.engine.tokenizer import TokenizerInfo
 
 LLAMACPP_HINT = "install it with: pip install 'edgespec[llamacpp]' (builds llama.cpp, about 8 minutes on 2 cores)"
 
@@ -24,6 +26,8 @@ def llamacpp_installed() -> bool:
 
 
 def choose_backend(config: ModelConfig) -> str:
+    from edgespec.engine.loading import ModelLoadError, resolve_device
+
     if config.engine == "llamacpp" and not llamacpp_installed():
         raise ModelLoadError(f"--engine llamacpp needs llama-cpp-python; {LLAMACPP_HINT}")
     if config.engine != "auto":
@@ -35,6 +39,8 @@ def choose_backend(config: ModelConfig) -> str:
 def open_model(config: ModelConfig, max_sessions: int = 64, kv_tokens: int = 16384) -> tuple[Engine, TokenizerInfo]:
     """The model's engine and tokenizer, on the chosen backend; aliases are fetched as needed
     (llama.cpp takes the GGUF as shipped, torch a folder converted from it once)."""
+    from edgespec.engine.loading import ModelLoadError, load_engine, load_tokenizer
+
     if choose_backend(config) == "torch":
         return load_engine(resolve_model_path(config.name), config)
     from edgespec.engine.llamacpp_engine import LlamaCppEngine, LlamaCppError, LlamaCppOptions
@@ -48,6 +54,14 @@ def open_model(config: ModelConfig, max_sessions: int = 64, kv_tokens: int = 163
     return engine, load_tokenizer(gguf)
 
 
+def prepare_model(config: ModelConfig) -> None:
+    """Fetch now what the chosen backend will load: an alias's GGUF (torch also converts it once)."""
+    if choose_backend(config) == "llamacpp":
+        _gguf_path(config.name)
+    else:
+        resolve_model_path(config.name)
+
+
 def _is_gguf(name: str) -> bool:
     return name in ALIASES or name.endswith(".gguf")
 
@@ -57,5 +71,5 @@ def _gguf_path(name: str) -> Path:
         return ensure_gguf(ALIASES[name])
     path = Path(name).expanduser()
     if path.suffix != ".gguf" or not path.is_file():
-        raise ModelLoadError(f"llama.cpp runs .gguf files; {name!r} is not one (use --engine torch for HF folders)")
+        raise ModelFetchError(f"llama.cpp runs .gguf files; {name!r} is not one (use --engine torch for HF folders)")
     return path
