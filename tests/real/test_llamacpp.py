@@ -23,7 +23,8 @@ from edgespec.engine.registry import DEMO_DRAFT, DEMO_TARGET
 from edgespec.processes import cloud_process
 
 llama_cpp = pytest.importorskip("llama_cpp")
-from edgespec.engine.llamacpp_engine import LlamaCppEngine, LlamaCppOptions, Work  # noqa: E402
+from edgespec.engine.base import Work  # noqa: E402
+from edgespec.engine.llamacpp_engine import LlamaCppEngine, LlamaCppOptions  # noqa: E402
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
@@ -168,3 +169,42 @@ def test_truncation_is_exact_and_sessions_are_isolated(engines: tuple[LlamaCppEn
     assert torch.equal(first, again)
     target.release(kv)
     target.release(other)
+
+
+def test_concurrent_sessions_batch_into_one_decode_and_depart_only_at_near_ties(
+    engines: tuple[LlamaCppEngine, Drafter],
+) -> None:
+    from edgespec.cloud.launch import build_server
+    from edgespec.config import CloudConfig
+    from edgespec.engine.loading import load_tokenizer
+
+    target, _ = engines
+    tokenizer = load_tokenizer(ensure_gguf(DEMO_TARGET))
+    texts = [*PROMPTS, "List three uses of a queue.", "Write a SQL query that counts rows per day."]
+    prompts = [tokenizer.render_chat([{"role": "user", "content": text}]) for text in texts]
+
+    async def main() -> tuple[list[list[int]], float, float]:
+        server = build_server(CloudConfig(ModelConfig("demo-target", threads=1, engine="llamacpp"), port=0))
+        _, port = await server.start()
+        runtime = await start_edge(ModelConfig("demo-draft", threads=1, engine="llamacpp"), LinkConfig(port=port))
+        try:
+            requests = [GenerationRequest(p, MAX_TOKENS, mode=Mode.SPEC, num_speculative_tokens=3) for p in prompts]
+            outputs = await asyncio.gather(*(runtime.generate(r).collect() for r in requests))
+        finally:
+            await runtime.aclose()
+            await server.close()
+        samples = {s.name: s.value for m in server.metrics.batch_size.collect() for s in m.samples}
+        return (
+            outputs,
+            samples["edgespec:cloud_verify_batch_size_count"],
+            samples["edgespec:cloud_verify_batch_size_sum"],
+        )
+
+    outputs, batches, rounds = asyncio.run(main())
+    assert rounds > batches  # several sessions went through one llama_decode
+    for prompt, output in zip(prompts, outputs, strict=True):
+        plain, chosen_from = one_token_decoding(target, prompt)
+        plain = plain[: len(output)]  # a request may stop early at EOS
+        first_difference = next((i for i, (a, b) in enumerate(zip(output, plain, strict=True)) if a != b), None)
+        if first_difference is not None:
+            assert top2_gap(chosen_from[first_difference]) < batch_shape_noise(target, prompt, plain)

@@ -13,7 +13,7 @@ import torch
 from edgespec.cloud.server import CloudServer
 from edgespec.cloud.verifier import Verifier
 from edgespec.config import CloudConfig, Limits, LinkConfig, ModelConfig, SamplingParams
-from edgespec.engine.base import KVSession
+from edgespec.engine.base import KVSession, Work
 from edgespec.engine.tokenizer import TokenizerInfo
 from edgespec.protocol.codec import encode
 from edgespec.protocol.framing import frame
@@ -27,6 +27,7 @@ class InstantEngine:
     """An engine that computes nothing (argmax always token 0), so only the protocol is timed."""
 
     numerics = "none: every token's logits are zero"
+    batch_tokens = 1 << 20
     vocab_size = VOCAB
     max_context = 1 << 20
     device = torch.device("cpu")
@@ -40,6 +41,9 @@ class InstantEngine:
     def forward(self, session: KVSession, tokens: list[int], n_logits: int) -> torch.Tensor:
         session.tokens.extend(tokens)
         return self._logits[:n_logits]
+
+    def forward_many(self, works: list[Work]) -> list[torch.Tensor]:
+        return [self.forward(work.session, work.tokens, work.n_logits) for work in works]
 
     def truncate(self, session: KVSession, length: int) -> None:
         del session.tokens[length:]

@@ -10,6 +10,7 @@ import time
 import msgspec
 
 from edgespec.cloud.admission import HandshakeGate
+from edgespec.cloud.batcher import VerifyBatcher
 from edgespec.cloud.colocated import LocalDraft
 from edgespec.cloud.session_actor import SessionActor
 from edgespec.cloud.verifier import Verifier
@@ -50,8 +51,10 @@ class CloudServer:
         self.gate = HandshakeGate(guards.max_pending_handshakes, guards.max_pending_per_address)
         self.send_bounds = SendBounds(guards.max_unsent_bytes, guards.send_timeout_s)
         self.worker = ModelWorker("target")
+        self.batcher = VerifyBatcher(verifier, self.worker)
         self.connections: set[EdgeConnection] = set()
         self.metrics = CloudMetrics(lambda: self.open_sessions, lambda: len(self.connections))
+        self.batcher.on_batch = self.metrics.batch_size.observe
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -215,8 +218,7 @@ class EdgeConnection:
         actor = SessionActor(
             message,
             self.table,
-            self.server.verifier,
-            self.server.worker,
+            self.server.batcher,
             self.conn.send,
             self.server.tokenizer.eos_token_ids,
             self.server.metrics,

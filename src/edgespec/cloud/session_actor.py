@@ -8,9 +8,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from edgespec.cloud.batcher import VerifyBatcher
 from edgespec.cloud.colocated import LocalDraft
-from edgespec.cloud.verifier import TargetSession, Verifier
-from edgespec.engine.worker import ModelWorker
+from edgespec.cloud.verifier import TargetSession
 from edgespec.metrics.prometheus import CloudMetrics
 from edgespec.protocol.codec import ProtocolError
 from edgespec.protocol.messages import (
@@ -37,8 +37,7 @@ class SessionActor:
         self,
         opening: Open,
         table: SessionTable,
-        verifier: Verifier,
-        worker: ModelWorker,
+        target: VerifyBatcher,  # the target model: its verifier, worker and batched rounds
         send: Send,
         eos_token_ids: tuple[int, ...],
         metrics: CloudMetrics,
@@ -48,8 +47,9 @@ class SessionActor:
         self.inbox: asyncio.Queue[Message] = asyncio.Queue()
         self.last_active = time.monotonic()
         self._table = table
-        self._verifier = verifier
-        self._worker = worker
+        self._batcher = target
+        self._verifier = target.verifier
+        self._worker = target.worker
         self._send = send
         self._eos = eos_token_ids
         self._metrics = metrics
@@ -80,8 +80,8 @@ class SessionActor:
             await self._send_error(ErrorCode.INTERNAL, "the cloud failed to process this session")
         finally:
             self._table.close(self.sid)
-            if self._target is not None:
-                self._verifier.release(self._target)
+            if self._target is not None:  # on the worker: a forward of this session may be running
+                self._worker.submit(self._verifier.release, self._target)
                 self._target = None
 
     async def _handle(self, message: Message) -> None:
@@ -103,7 +103,7 @@ class SessionActor:
 
     async def _round(self, seq: int, draft: Draft) -> None:
         assert self._target is not None
-        result = await self._worker.run(self._verifier.verify, self._target, draft)
+        result = await self._batcher.verify(self._target, draft)
         self._table.commit(self.sid, result.accepted + 1)
         self._metrics.verified(len(draft.tokens), result.accepted, result.seconds)
         await self._send(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from edgespec.config import SamplingParams
-from edgespec.engine.base import Engine, KVSession, extend
+from edgespec.engine.base import Engine, KVSession, Work, extend, missing_tokens
 from edgespec.protocol.messages import Draft, TokenLogprobs
 from edgespec.sampling.logprobs import ScoredToken, token_logprobs
 from edgespec.sampling.probs import greedy_tokens, logits_to_probs
@@ -49,12 +49,32 @@ class Verifier:
         started = time.perf_counter()
         k = len(draft.tokens)
         logits = extend(self.engine, session.kv, session.committed, list(draft.tokens), k + 1)  # [k+1, vocab]
+        return self._conclude(session, draft, logits, time.perf_counter() - started)
+
+    def verify_many(self, rounds: list[tuple[TargetSession, Draft]]) -> list[RoundResult]:
+        """Several sessions' rounds in one forward call (the engine batches them where it can).
+        Each round reports the whole call's time: that is what its edge waited for."""
+        started = time.perf_counter()
+        works = [
+            Work(s.kv, missing_tokens(self.engine, s.kv, s.committed, list(d.tokens)), len(d.tokens) + 1)
+            for s, d in rounds
+        ]
+        all_logits = self.engine.forward_many(works)
+        seconds = time.perf_counter() - started
+        return [self._conclude(s, d, logits, seconds) for (s, d), logits in zip(rounds, all_logits, strict=True)]
+
+    def new_tokens(self, session: TargetSession, draft: Draft) -> int:
+        """How many positions a round would compute (the first one prefills the prompt too)."""
+        return len(session.committed) - min(len(session.kv.tokens), len(session.committed) - 1) + len(draft.tokens)
+
+    def _conclude(self, session: TargetSession, draft: Draft, logits: torch.Tensor, seconds: float) -> RoundResult:
+        """Decide from the round's logits [k+1, vocab], commit, and drop the rejected tail's KV."""
         accepted, token = self._decide(session, draft, logits)
         produced = [*draft.tokens[:accepted], token]
         session.committed += produced
         self.engine.truncate(session.kv, len(session.committed) - 1)
         logprobs = _report(session, logits, produced)
-        return RoundResult(accepted, token, time.perf_counter() - started, logprobs)
+        return RoundResult(accepted, token, seconds, logprobs)
 
     def decode(self, session: TargetSession) -> ScoredToken:
         """Cloud mode: the target's next token on its own."""

@@ -21,8 +21,18 @@ class KVSession:
     tokens: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Work:
+    """New tokens for one session, and how many of the last positions need logits."""
+
+    session: KVSession
+    tokens: list[int]
+    n_logits: int
+
+
 class Engine(Protocol):
     numerics: str  # what its results equal, in a sentence for users
+    batch_tokens: int  # most new tokens forward_many takes at once
     vocab_size: int
     max_context: int  # positions the model supports
     device: torch.device
@@ -31,6 +41,10 @@ class Engine(Protocol):
 
     def forward(self, session: KVSession, tokens: list[int], n_logits: int) -> torch.Tensor:
         """Run `tokens` after the session's cache; logits of the last n_logits positions [n_logits, vocab]."""
+        ...
+
+    def forward_many(self, works: list[Work]) -> list[torch.Tensor]:
+        """Several sessions' forwards, in one pass where the backend can (up to batch_tokens in all)."""
         ...
 
     def truncate(self, session: KVSession, length: int) -> None:
@@ -55,12 +69,14 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
 
 
 def extend(engine: Engine, session: KVSession, context: list[int], extra: list[int], n_logits: int) -> torch.Tensor:
-    """Logits [n_logits, vocab] for the last positions of `context + extra`.
+    """Logits [n_logits, vocab] for the last positions of `context + extra`, in one forward pass."""
+    return engine.forward(session, missing_tokens(engine, session, context, extra), n_logits)
 
-    The cache keeps whatever prefix of `context` it already holds (at most all but the last
-    token, whose logits are needed); the rest is computed in one forward pass.
-    """
+
+def missing_tokens(engine: Engine, session: KVSession, context: list[int], extra: list[int]) -> list[int]:
+    """What a forward must run for `context + extra`: the cache keeps whatever prefix of `context`
+    it already holds (at most all but the last token, whose logits are needed), the rest is new."""
     keep = min(common_prefix_len(session.tokens, context), len(context) - 1)
     if keep < len(session.tokens):
         engine.truncate(session, keep)
-    return engine.forward(session, context[keep:] + extra, n_logits)
+    return context[keep:] + extra

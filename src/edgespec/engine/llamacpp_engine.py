@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgespec.engine.base import KVSession
+from edgespec.engine.base import KVSession, Work
 
 log = logging.getLogger("edgespec.llamacpp")
 
@@ -38,15 +38,6 @@ class LlamaCppOptions:
     threads: int | None = None  # None: llama.cpp's default (all cores)
     kv_tokens: int = 16384  # KV positions shared by all sessions
     max_sessions: int = 64
-
-
-@dataclass(frozen=True)
-class Work:
-    """New tokens for one session, and how many of the last positions need logits."""
-
-    session: KVSession
-    tokens: list[int]
-    n_logits: int
 
 
 def _quiet_logs(level: int, text: bytes, _: ctypes.c_void_p) -> None:
@@ -71,6 +62,7 @@ def _set_up_library() -> None:
 
 class LlamaCppEngine:
     numerics = NUMERICS
+    batch_tokens = BATCH_TOKENS
 
     def __init__(self, gguf: Path, options: LlamaCppOptions = LlamaCppOptions()) -> None:
         import llama_cpp  # the optional extra: imported only when this backend is chosen

@@ -7,7 +7,7 @@ import inspect
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from edgespec.engine.base import KVSession
+from edgespec.engine.base import KVSession, Work
 
 UNKNOWN_CONTEXT = 2**31 - 1  # a config without max_position_embeddings: the cloud's limit decides
 
@@ -20,6 +20,7 @@ def _cache_keyword(model: PreTrainedModel) -> str:
 
 class TorchEngine:
     numerics = "torch: exact; speculative output equals the target's own decoding"
+    batch_tokens = 1 << 20  # forward_many runs its works one by one, so any number fits
 
     def __init__(self, model: PreTrainedModel) -> None:
         self.model = model.eval()
@@ -38,6 +39,10 @@ class TorchEngine:
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=n_logits, **kwargs)
         session.tokens.extend(tokens)
         return out.logits[0, -n_logits:].float()  # [n_logits, vocab]
+
+    def forward_many(self, works: list[Work]) -> list[torch.Tensor]:
+        """One forward per session: sessions of different lengths share no padded batch here."""
+        return [self.forward(work.session, work.tokens, work.n_logits) for work in works]
 
     def truncate(self, session: KVSession, length: int) -> None:
         surplus = len(session.tokens) - length

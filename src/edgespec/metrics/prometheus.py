@@ -134,6 +134,12 @@ class CloudMetrics:
             registry=registry,
         )
         self.decoded = Counter(PREFIX + "cloud_decoded_tokens", "Tokens decoded alone (cloud mode)", registry=registry)
+        self.batch_size = Histogram(
+            PREFIX + "cloud_verify_batch_size",
+            "Sessions verified in one forward call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=registry,
+        )
         self.errors = Counter(PREFIX + "cloud_errors", "Error frames sent, by code", ["code"], registry=registry)
         self.refused = Counter(
             PREFIX + "cloud_handshakes_refused", "Connections refused at handshake", registry=registry
