@@ -199,10 +199,12 @@ def test_concurrent_requests_all_complete_correctly(base_url: str, tiny_pair: Ti
     assert outputs == [reference_greedy(tiny_pair.target, prompt_ids(tokenizer, p), 16) for p in prompts]
 
 
-def test_models_lists_the_served_name(client: openai.OpenAI) -> None:
+def test_models_lists_the_served_name_and_both_engines_numerics(client: openai.OpenAI) -> None:
     models = client.models.list().data
     assert [model.id for model in models] == ["tiny"]
     assert models[0].model_extra["max_model_len"] == 512
+    assert models[0].model_extra["target_numerics"].startswith("torch: exact")  # from the cloud's handshake
+    assert models[0].model_extra["draft_numerics"].startswith("torch: exact")
 
 
 def test_client_leaving_mid_stream_frees_the_cloud_session(base_url: str, cloud: Cloud) -> None:
