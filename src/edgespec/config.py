@@ -76,7 +76,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
-ENGINES = ("auto", "torch", "llamacpp")
+ENGINES = ("auto", "torch", "static", "llamacpp")
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class ModelConfig:
     device: str | None = None  # None: CUDA when present, else CPU
     dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
     threads: int | None = None  # compute threads; None: torch's default, or every allowed core for llama.cpp
-    engine: str = "auto"  # torch | llamacpp | auto (llama.cpp for GGUF on a CPU when installed)
+    engine: str = "auto"  # torch | static | llamacpp | auto (engine/backends.py says which it picks)
 
     def __post_init__(self) -> None:
         if not self.name:

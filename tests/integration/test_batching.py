@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from edgespec.cloud.server import CloudServer
 from edgespec.config import LinkConfig, Mode, ModelConfig
 from edgespec.edge.launch import start_edge
@@ -24,7 +26,8 @@ def batch_sizes(server: CloudServer) -> tuple[float, float]:
     return samples["edgespec:cloud_verify_batch_size_count"], samples["edgespec:cloud_verify_batch_size_sum"]
 
 
-def test_concurrent_sessions_are_verified_in_batches_and_stay_exact(tiny_pair: TinyPair) -> None:
+@pytest.mark.parametrize("engine", ["torch", "static"])
+def test_concurrent_sessions_are_verified_in_batches_and_stay_exact(tiny_pair: TinyPair, engine: str) -> None:
     outputs: list[list[int]] = []
 
     async def scenario(server: CloudServer, port: int, identity: TokenizerId) -> None:
@@ -39,6 +42,6 @@ def test_concurrent_sessions_are_verified_in_batches_and_stay_exact(tiny_pair: T
         batches, rounds = batch_sizes(server)
         assert rounds > batches  # some forward calls verified several sessions
 
-    with_server(tiny_pair, scenario)
+    with_server(tiny_pair, scenario, model=ModelConfig(str(tiny_pair.target), engine=engine))
     for prompt, output in zip(PROMPTS, outputs, strict=True):
         assert output == reference_greedy(tiny_pair.target, prompt, TOKENS)

@@ -67,3 +67,18 @@ def test_the_draft_differs_from_the_target(outputs: dict) -> None:
     """Equality must be earned through rejections, not given by a draft that equals its target."""
     for prompt_text in PROMPTS:
         assert outputs[(Mode.SPEC, 3, prompt_text)] != outputs[(Mode.EDGE, 0, prompt_text)]
+
+
+def test_a_cloud_on_the_static_engine_gives_the_same_tokens(tiny_pair: TinyPair) -> None:
+    """The GPU fast path's code, run eagerly on this CPU behind a real cloud process."""
+    from transformers import AutoTokenizer
+
+    from edgespec.processes import cloud_process
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_pair.target)
+    with cloud_process(tiny_pair.target, "--engine", "static", "--threads", "1") as port:
+        outputs = asyncio.run(generate_all(port, tiny_pair.draft, [(Mode.SPEC, 3), (Mode.CLOUD, 0)]))
+    for prompt_text in PROMPTS:
+        expected = reference_greedy(tiny_pair.target, tokenizer.encode(prompt_text), MAX_TOKENS)
+        assert outputs[(Mode.SPEC, 3, prompt_text)] == expected
+        assert outputs[(Mode.CLOUD, 0, prompt_text)] == expected

@@ -1,4 +1,4 @@
-"""`edgespec bench protocol | pair | engines | sweep | serve | load`."""
+"""`edgespec bench protocol | pair | engines | verifier | sweep | serve | load`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     engines.add_argument("--tokens", type=int, default=64, help="tokens decoded for the speed figure")
     engines.add_argument("--widths", default="1,2,4,5,8,9", help="new tokens per forward for the cost ratios")
     engines.add_argument("--out", help="also write the figures as JSON here")
+    verifier = kinds.add_parser("verifier", help="the GPU verify step against the memory-bandwidth floor")
+    _verifier_arguments(verifier)
     sweep = kinds.add_parser("sweep", help="modes × k × emulated RTT on real processes; JSON, report, plots")
     sweep.add_argument("--rtt-ms", default="0,10,25,50,100,200", help="comma-separated round-trip times")
     sweep.add_argument("--k", default="1,2,4,8", help="comma-separated draft lengths")
@@ -53,6 +55,10 @@ def run_bench(args: argparse.Namespace) -> None:
         asyncio.run(run(args.rounds, args.k))
     elif args.bench == "serve":
         run_serve(args)
+    elif args.bench == "verifier":
+        from edgespec.bench.verifier import main as run_verifier
+
+        run_verifier(args)
     elif args.bench == "engines":
         _run_engines(args)
     elif args.bench == "load":
@@ -79,3 +85,9 @@ def _run_engines(args: argparse.Namespace) -> None:
     figures = run(args.model, args.threads, args.tokens, [int(w) for w in args.widths.split(",")])
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def _verifier_arguments(parser: argparse.ArgumentParser) -> None:
+    from edgespec.bench.verifier import add_arguments  # torch and transformers only: light enough
+
+    add_arguments(parser)

@@ -28,6 +28,7 @@ class InstantEngine:
 
     numerics = "none: every token's logits are zero"
     batch_tokens = 1 << 20
+    max_sessions = 1 << 20
     vocab_size = VOCAB
     max_context = 1 << 20
     device = torch.device("cpu")

@@ -24,7 +24,11 @@ CLOUD_KV_TOKENS = 16384  # llama.cpp: KV positions all sessions share (torch gro
 def build_server(config: CloudConfig) -> CloudServer:
     """Load the target and wrap it in a server (not yet listening)."""
     engine, tokenizer = open_model(config.model, max_sessions=config.limits.max_sessions, kv_tokens=CLOUD_KV_TOKENS)
-    limits = msgspec.structs.replace(config.limits, max_context=min(config.limits.max_context, engine.max_context))
+    limits = msgspec.structs.replace(
+        config.limits,
+        max_context=min(config.limits.max_context, engine.max_context),
+        max_sessions=min(config.limits.max_sessions, engine.max_sessions),
+    )
     local_draft = _load_local_draft(config.draft, tokenizer) if config.draft is not None else None
     return CloudServer(
         Verifier(engine),

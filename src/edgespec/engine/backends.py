@@ -1,7 +1,9 @@
 """Choosing and opening a model's backend. torch (transformers model code) runs HF folders and
-GGUF files, exactly, on CPUs and GPUs; llama.cpp runs GGUF files as shipped, quantized, several
-times faster on a CPU. `auto` picks llama.cpp for a GGUF model on the CPU when it is installed
-(`pip install 'edgespec[llamacpp]'`), torch otherwise."""
+GGUF files, exactly, on CPUs and GPUs; static is the GPU fast path (a compact forward of the
+Llama family over a static KV cache, replayed from CUDA graphs; eager and exact on a CPU);
+llama.cpp runs GGUF files as shipped, quantized, several times faster on a CPU. `auto` picks
+static on a GPU, llama.cpp for a GGUF model on a CPU when it is installed (`pip install
+'edgespec[llamacpp]'`), torch otherwise."""
 
 from __future__ import annotations
 
@@ -32,17 +34,27 @@ def choose_backend(config: ModelConfig) -> str:
         raise ModelLoadError(f"--engine llamacpp needs llama-cpp-python; {LLAMACPP_HINT}")
     if config.engine != "auto":
         return config.engine
-    on_cpu = resolve_device(config.device).type == "cpu"
-    return "llamacpp" if on_cpu and _is_gguf(config.name) and llamacpp_installed() else "torch"
+    if resolve_device(config.device).type == "cuda":
+        return "static"
+    return "llamacpp" if _is_gguf(config.name) and llamacpp_installed() else "torch"
 
 
 def open_model(config: ModelConfig, max_sessions: int = 64, kv_tokens: int = 16384) -> tuple[Engine, TokenizerInfo]:
     """The model's engine and tokenizer, on the chosen backend; aliases are fetched as needed
     (llama.cpp takes the GGUF as shipped, torch a folder converted from it once)."""
-    from edgespec.engine.loading import ModelLoadError, load_engine, load_tokenizer
+    from edgespec.engine.loading import ModelLoadError, load_engine, load_model, load_tokenizer
 
-    if choose_backend(config) == "torch":
+    backend = choose_backend(config)
+    if backend == "torch":
         return load_engine(resolve_model_path(config.name), config)
+    if backend == "static":
+        from edgespec.engine.static_engine import StaticEngine
+
+        path = resolve_model_path(config.name)
+        try:
+            return StaticEngine(load_model(path, config), max_sessions), load_tokenizer(path)
+        except ValueError as exc:  # an architecture the compact forward does not cover
+            raise ModelLoadError(f"{exc}; use --engine torch") from None
     from edgespec.engine.llamacpp_engine import LlamaCppEngine, LlamaCppError, LlamaCppOptions
 
     gguf = _gguf_path(config.name)

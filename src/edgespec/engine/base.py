@@ -33,6 +33,7 @@ class Work:
 class Engine(Protocol):
     numerics: str  # what its results equal, in a sentence for users
     batch_tokens: int  # most new tokens forward_many takes at once
+    max_sessions: int  # sessions it can hold at once
     vocab_size: int
     max_context: int  # positions the model supports
     device: torch.device

@@ -79,8 +79,8 @@ class LlamaCppEngine:
             raise LlamaCppError(f"llama.cpp cannot make a context for {str(gguf)!r} ({options})")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(BATCH_TOKENS, 0, 1)
-        self._max_sessions = min(options.max_sessions, MAX_SEQUENCES)
-        self._free_seqs = list(reversed(range(self._max_sessions)))
+        self.max_sessions = min(options.max_sessions, MAX_SEQUENCES)
+        self._free_seqs = list(reversed(range(self.max_sessions)))
         self.vocab_size = int(llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model)))
         self.max_context = min(int(llama_cpp.llama_model_n_ctx_train(self._model)), options.kv_tokens)
         self.device = torch.device("cpu")
@@ -97,7 +97,7 @@ class LlamaCppEngine:
 
     def new_session(self) -> KVSession:
         if not self._free_seqs:
-            raise LlamaCppError(f"all {self._max_sessions} llama.cpp sequences are in use")
+            raise LlamaCppError(f"all {self.max_sessions} llama.cpp sequences are in use")
         return KVSession(cache=self._free_seqs.pop())
 
     def forward(self, session: KVSession, tokens: list[int], n_logits: int) -> torch.Tensor:

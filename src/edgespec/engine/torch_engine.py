@@ -21,6 +21,7 @@ def _cache_keyword(model: PreTrainedModel) -> str:
 class TorchEngine:
     numerics = "torch: exact; speculative output equals the target's own decoding"
     batch_tokens = 1 << 20  # forward_many runs its works one by one, so any number fits
+    max_sessions = 1 << 20  # each session's cache grows on its own: memory is the only bound
 
     def __init__(self, model: PreTrainedModel) -> None:
         self.model = model.eval()

@@ -1,0 +1,146 @@
+"""A compact forward pass for the Llama family (Llama, Qwen2, Qwen3): the same arithmetic as the
+transformers model code, rearranged for a server that verifies many sessions at once. Query, key
+and value projections are one matrix, gate and up one matrix, and keys and values go straight into
+a preallocated cache (static_kv.py) at the positions given, so one call serves a batch of sessions
+at different positions and every tensor shape is fixed by (batch, new tokens, cache span): what
+CUDA graphs need. The weights are taken over from a loaded transformers model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from edgespec.engine.static_kv import StaticKV
+
+SUPPORTED = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+
+
+@dataclass(frozen=True)
+class Shape:
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+
+
+@dataclass
+class Layer:
+    input_norm: torch.Tensor
+    qkv: torch.Tensor  # [(heads + 2·kv_heads)·head_dim, hidden]
+    qkv_bias: torch.Tensor | None  # Qwen2
+    q_norm: torch.Tensor | None  # Qwen3: RMSNorm over each head's query and key
+    k_norm: torch.Tensor | None
+    out: torch.Tensor
+    post_norm: torch.Tensor
+    gate_up: torch.Tensor  # [2·intermediate, hidden]
+    down: torch.Tensor
+
+
+class CompactModel:
+    def __init__(self, model: PreTrainedModel) -> None:
+        architecture = type(model).__name__
+        if architecture not in SUPPORTED:
+            raise ValueError(f"the static engine runs {', '.join(SUPPORTED)}, not {architecture}")
+        config = model.config
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        self.shape = Shape(config.num_hidden_layers, heads, config.num_key_value_heads, head_dim, config.rms_norm_eps)
+        inner = model.model
+        self.embed = inner.embed_tokens.weight
+        self.layers = [_take_layer(layer) for layer in inner.layers]
+        self.final_norm = inner.norm.weight
+        self.lm_head = model.get_output_embeddings().weight
+        rotary = inner.rotary_emb
+        self.inv_freq = rotary.inv_freq.float()
+        self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.lm_head.shape[0])
+
+    def forward(
+        self, kv: StaticKV, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, span: int, n_logits: int
+    ) -> torch.Tensor:
+        """Logits [batch, n_logits, vocab] of the last positions. `tokens` and `positions` are
+        [batch, q]; each session's keys and values are written at its positions in its cache slot,
+        and attention reads the first `span` positions of the slot, masked causally."""
+        cos, sin = self._rotation(positions)
+        mask = torch.arange(span, device=positions.device)[None, None, :] <= positions[:, :, None]  # [B, q, span]
+        x = F.embedding(tokens, self.embed)
+        for index, layer in enumerate(self.layers):
+            h = _rms(x, layer.input_norm, self.shape.eps)
+            x = x + self._attention(layer, index, h, kv, slots, positions, (cos, sin), mask[:, None], span)
+            gate, up = F.linear(_rms(x, layer.post_norm, self.shape.eps), layer.gate_up).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer.down)
+        x = _rms(x[:, -n_logits:], self.final_norm, self.shape.eps)
+        return F.linear(x, self.lm_head).float()
+
+    def _attention(
+        self,
+        layer: Layer,
+        index: int,
+        x: torch.Tensor,
+        kv: StaticKV,
+        slots: torch.Tensor,
+        positions: torch.Tensor,
+        rotation: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor,
+        span: int,
+    ) -> torch.Tensor:
+        shape, (batch, q, _) = self.shape, x.shape
+        cos, sin = rotation
+        qkv = F.linear(x, layer.qkv, layer.qkv_bias)
+        query, key, value = qkv.split([shape.heads * shape.head_dim, *[shape.kv_heads * shape.head_dim] * 2], dim=-1)
+        query = query.view(batch, q, shape.heads, shape.head_dim)
+        key = key.view(batch, q, shape.kv_heads, shape.head_dim)
+        value = value.view(batch, q, shape.kv_heads, shape.head_dim)
+        if layer.q_norm is not None and layer.k_norm is not None:
+            query, key = _rms(query, layer.q_norm, shape.eps), _rms(key, layer.k_norm, shape.eps)
+        query, key = _rotate(query, cos, sin), _rotate(key, cos, sin)
+        keys, values = kv.write_and_read(index, slots, positions, key, value, span)  # [B, kv_heads, span, d]
+        attended = F.scaled_dot_product_attention(query.transpose(1, 2), keys, values, attn_mask=mask, enable_gqa=True)
+        return F.linear(attended.transpose(1, 2).reshape(batch, q, -1), layer.out)
+
+    def _rotation(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin [B, q, 1, head_dim] of the rotary embedding at each position."""
+        angles = positions[..., None].float() * self.inv_freq.to(positions.device)
+        angles = torch.cat([angles, angles], dim=-1)[:, :, None]
+        dtype = self.embed.dtype
+        return (angles.cos() * self.rope_scale).to(dtype), (angles.sin() * self.rope_scale).to(dtype)
+
+
+def _take_layer(layer: Any) -> Layer:  # a decoder layer of any supported architecture
+    attention, mlp = layer.self_attn, layer.mlp
+    projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+    bias = None
+    if attention.q_proj.bias is not None:
+        bias = torch.cat([p.bias.data for p in projections])
+    q_norm, k_norm = getattr(attention, "q_norm", None), getattr(attention, "k_norm", None)
+    return Layer(
+        input_norm=layer.input_layernorm.weight.data,
+        qkv=torch.cat([p.weight.data for p in projections]),
+        qkv_bias=bias,
+        q_norm=q_norm.weight.data if q_norm is not None else None,
+        k_norm=k_norm.weight.data if k_norm is not None else None,
+        out=attention.o_proj.weight.data,
+        post_norm=layer.post_attention_layernorm.weight.data,
+        gate_up=torch.cat([mlp.gate_proj.weight.data, mlp.up_proj.weight.data]),
+        down=mlp.down_proj.weight.data,
+    )
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm as transformers computes it: in float32, scaled, back in the input's dtype."""
+    variance = x.float().pow(2).mean(-1, keepdim=True)
+    return weight * (x.float() * torch.rsqrt(variance + eps)).to(x.dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin

@@ -1,0 +1,123 @@
+"""The GPU fast path for a target: the compact forward over a static KV cache, with each verify
+shape replayed from a CUDA graph. On a CPU the same code runs eagerly (that is how CI checks it
+against the transformers model).
+
+A batch of sessions is padded to fixed shapes so a few graphs serve every batch: the number of
+sessions up to a power of two (padding sessions use a scratch slot), new tokens per session to the
+batch's longest (padding tokens sit past each session's real ones and are never read), and the
+attention span up to a power of two. Positions past the context limit and a spare slot are kept
+as scratch for that padding and for capturing."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from edgespec.engine.base import KVSession, Work
+from edgespec.engine.compact_model import CompactModel
+from edgespec.engine.cuda_graphs import GraphKey, VerifyGraphs, bucket
+from edgespec.engine.static_kv import StaticKV
+
+GRAPH_MAX_TOKENS = 16  # new tokens per session that graphs serve; longer prefills run eagerly
+CPU_KV_BUDGET = 1 << 30
+GPU_KV_SHARE = 0.5  # of the memory free once the weights are in
+NUMERICS = "torch static KV: transformers' arithmetic; exact in float32; in bf16 rounding varies with batch shape"
+
+
+class StaticEngine:
+    numerics = NUMERICS
+
+    def __init__(
+        self, model: PreTrainedModel, max_sessions: int = 64, max_context: int = 4096, kv_budget: int | None = None
+    ) -> None:
+        self.model = CompactModel(model)
+        self.device = self.model.embed.device
+        self.vocab_size = self.model.vocab_size
+        self.max_context = min(max_context, int(getattr(model.config, "max_position_embeddings", max_context)))
+        shape = self.model.shape
+        per_slot = 2 * shape.layers * shape.kv_heads * (self.max_context + GRAPH_MAX_TOKENS) * shape.head_dim
+        per_slot *= self.model.embed.element_size()
+        self.max_sessions = max(1, min(max_sessions, (kv_budget or self._default_budget()) // per_slot - 1))
+        self._scratch_slot = self.max_sessions
+        self.kv = StaticKV(
+            shape.layers,
+            self.max_sessions + 1,
+            shape.kv_heads,
+            self.max_context + GRAPH_MAX_TOKENS,
+            shape.head_dim,
+            self.model.embed.dtype,
+            self.device,
+        )
+        self._free_slots = list(reversed(range(self.max_sessions)))
+        self.graphs = VerifyGraphs(self.model, self.kv, self._scratch_slot) if self.device.type == "cuda" else None
+        self.batch_tokens = self.max_sessions * GRAPH_MAX_TOKENS
+
+    def _default_budget(self) -> int:
+        if self.device.type != "cuda":
+            return CPU_KV_BUDGET
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return int(free * GPU_KV_SHARE)
+
+    def new_session(self) -> KVSession:
+        if not self._free_slots:
+            raise RuntimeError(f"all {self.max_sessions} KV slots are in use")
+        return KVSession(cache=self._free_slots.pop())
+
+    def forward(self, session: KVSession, tokens: list[int], n_logits: int) -> torch.Tensor:
+        return self.forward_many([Work(session, tokens, n_logits)])[0]
+
+    @torch.inference_mode()
+    def forward_many(self, works: list[Work]) -> list[torch.Tensor]:
+        for work in works:
+            if len(work.session.tokens) + len(work.tokens) > self.max_context:
+                raise ValueError(f"a session would exceed the context of {self.max_context} tokens")
+        if self.graphs is not None and max(len(work.tokens) for work in works) <= GRAPH_MAX_TOKENS:
+            logits = self._replayed(works)
+        else:  # a long prefill, or a CPU: exact shapes, one session at a time
+            logits = [self._eager(work) for work in works]
+        for work in works:
+            work.session.tokens.extend(work.tokens)
+        return [
+            rows[len(work.tokens) - work.n_logits : len(work.tokens)] for work, rows in zip(works, logits, strict=True)
+        ]
+
+    def _eager(self, work: Work) -> torch.Tensor:
+        tokens, positions = self._inputs([work], len(work.tokens))
+        span = len(work.session.tokens) + len(work.tokens)
+        slots = torch.tensor([work.session.cache], device=self.device)
+        return self.model.forward(self.kv, slots, tokens, positions, span, len(work.tokens))[0]
+
+    def _replayed(self, works: list[Work]) -> list[torch.Tensor]:
+        assert self.graphs is not None
+        batch, q = bucket(len(works), 1), max(len(work.tokens) for work in works)  # padded tokens would cost FLOPs
+        span = min(bucket(max(len(w.session.tokens) + len(w.tokens) for w in works), 256), self.kv.max_len)
+        tokens, positions = self._inputs(works, q)
+        slots = [work.session.cache for work in works] + [self._scratch_slot] * (batch - len(works))
+        pad = batch - len(works)
+        if pad:
+            tokens = torch.cat([tokens, tokens.new_zeros(pad, q)])
+            scratch = torch.arange(self.max_context, self.max_context + q, device=self.device)
+            positions = torch.cat([positions, scratch.expand(pad, q)])
+        logits = self.graphs.run(GraphKey(batch, q, span), torch.tensor(slots, device=self.device), tokens, positions)
+        return list(logits[: len(works)])
+
+    def _inputs(self, works: list[Work], q: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens and positions [B, q]; a session with fewer new tokens is padded after them."""
+        rows, places = [], []
+        for work in works:
+            start = len(work.session.tokens)
+            rows.append(work.tokens + [0] * (q - len(work.tokens)))
+            places.append(list(range(start, start + q)))
+        return torch.tensor(rows, device=self.device), torch.tensor(places, device=self.device)
+
+    def truncate(self, session: KVSession, length: int) -> None:
+        del session.tokens[length:]  # the cache past `length` is simply overwritten later
+
+    def release(self, session: KVSession) -> None:
+        if session.cache is not None:
+            self._free_slots.append(session.cache)
+            session.cache = None
+        session.tokens.clear()
+
+    def close(self) -> None:
+        self.graphs = None
