@@ -158,13 +158,54 @@ def _wall_median_ms(step: Callable[[], None], repeats: int) -> float:
     return statistics.median(times)
 
 
-def run(arch: str, batches: list[int], ks: list[int], contexts: list[int], eager: bool, repeats: int) -> dict:
+@torch.inference_mode()
+def check_against_transformers(model: transformers.PreTrainedModel, engine: StaticEngine) -> dict[str, float]:
+    """Correct first: three sessions at different lengths verified in one replayed graph, against
+    the transformers model over each whole sequence (bf16 both: expect ~1e-2 relative error)."""
+    lengths, q = [100, 37, 260], 5
+    sessions = [engine.new_session() for _ in lengths]
+    sequences = [torch.randint(0, 1000, (n + q,)).tolist() for n in lengths]
+    for session, sequence, n in zip(sessions, sequences, lengths, strict=True):
+        engine.forward(session, sequence[:n], 1)
+    ours = engine.forward_many([Work(s, seq[-q:], q) for s, seq in zip(sessions, sequences, strict=True)])
+    errors, agree, own_noise = [], [], []
+    for rows, sequence, n in zip(ours, sequences, lengths, strict=True):
+        theirs = model(input_ids=torch.tensor([sequence], device=model.device)).logits[0, -q:].float()
+        errors.append(_relative(rows, theirs))
+        agree.append(float((rows.argmax(-1) == theirs.argmax(-1)).float().mean()))
+        own_noise.append(_relative(_incremental(model, sequence, n), theirs))
+    for session in sessions:
+        engine.release(session)
+    return {"relative_error": max(errors), "argmax_agreement": min(agree), "transformers_own_error": max(own_noise)}
+
+
+def _incremental(model: transformers.PreTrainedModel, sequence: list[int], n: int) -> torch.Tensor:
+    """transformers itself over the same tokens in two calls (a cache between): its bf16 noise."""
+    keyword = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache = transformers.DynamicCache(config=model.config)
+    ids = torch.tensor([sequence], device=model.device)
+    model(input_ids=ids[:, :n], use_cache=True, **{keyword: cache})
+    return model(input_ids=ids[:, n:], use_cache=True, **{keyword: cache}).logits[0].float()
+
+
+def _relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return float((ours - theirs).norm() / theirs.norm())
+
+
+def run(
+    arch: str, batches: list[int], ks: list[int], contexts: list[int], eager: bool, repeats: int, compile_steps: bool
+) -> dict:
     device = torch.device("cuda")
     ceilings = measure_ceilings(device)
     print(f"{torch.cuda.get_device_name()}: copy {ceilings.copy_bytes_per_s / 1e12:.2f} TB/s, "
           f"bf16 matmul {ceilings.matmul_flops_per_s / 1e12:.0f} TFLOP/s", flush=True)  # fmt: skip
     model = random_model(arch, device)
-    engine = StaticEngine(model, max_sessions=max(batches), max_context=max(contexts) + max(ks) + 1, kv_budget=1 << 40)
+    span = max(contexts) + max(ks) + 1
+    engine = StaticEngine(model, max(batches), span, kv_budget=1 << 40, compile_steps=compile_steps)
+    check = check_against_transformers(model, engine)
+    print(f"check against transformers: relative error {check['relative_error']:.2e} (transformers against "
+          f"itself in two calls: {check['transformers_own_error']:.2e}), argmax agreement "
+          f"{check['argmax_agreement']:.2f}", flush=True)  # fmt: skip
     cells = []
     with torch.inference_mode():
         for context in contexts:
@@ -180,7 +221,7 @@ def run(arch: str, batches: list[int], ks: list[int], contexts: list[int], eager
                     _print_cell(cells[-1])
             for s in sessions:
                 engine.release(s)
-    return {"arch": arch, "device": torch.cuda.get_device_name(), "ceilings": asdict(ceilings),
+    return {"arch": arch, "device": torch.cuda.get_device_name(), "ceilings": asdict(ceilings), "check": check,
             "graphs": len(engine.graphs or []), "cells": [asdict(c) | {"ratio": c.ratio} for c in cells]}  # fmt: skip
 
 
@@ -199,6 +240,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", default="512,2048")
     parser.add_argument("--no-eager", action="store_true", help="skip the transformers eager comparison")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--compile", action="store_true", help="torch.compile each graph's step (slow to start)")
     parser.add_argument("--out", help="write the cells as JSON here")
 
 
@@ -206,7 +248,7 @@ def main(args: argparse.Namespace) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("bench verifier needs a CUDA GPU")
     batches, ks, contexts = ([int(x) for x in text.split(",")] for text in (args.batch, args.k, args.context))
-    result = run(args.arch, batches, ks, contexts, eager=not args.no_eager, repeats=args.repeats)
+    result = run(args.arch, batches, ks, contexts, not args.no_eager, args.repeats, args.compile)
     if args.out:
         with open(args.out, "w") as file:
             json.dump(result, file, indent=2)

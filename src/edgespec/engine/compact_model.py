@@ -70,11 +70,14 @@ class CompactModel:
         [batch, q]; each session's keys and values are written at its positions in its cache slot,
         and attention reads the first `span` positions of the slot, masked causally."""
         cos, sin = self._rotation(positions)
-        mask = torch.arange(span, device=positions.device)[None, None, :] <= positions[:, :, None]  # [B, q, span]
+        group = self.shape.heads // self.shape.kv_heads
+        visible = torch.arange(span, device=positions.device)[None, None, :] <= positions[:, :, None]  # [B, q, span]
+        mask = visible.repeat_interleave(group, dim=1)[:, None]  # [B, 1, q·group, span]: see _attention
+        rows = kv.rows(slots, positions)
         x = F.embedding(tokens, self.embed)
         for index, layer in enumerate(self.layers):
             h = _rms(x, layer.input_norm, self.shape.eps)
-            x = x + self._attention(layer, index, h, kv, slots, positions, (cos, sin), mask[:, None], span)
+            x = x + self._attention(layer, index, h, kv, (rows, slots), (cos, sin), mask, span)
             gate, up = F.linear(_rms(x, layer.post_norm, self.shape.eps), layer.gate_up).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, layer.down)
         x = _rms(x[:, -n_logits:], self.final_norm, self.shape.eps)
@@ -86,14 +89,14 @@ class CompactModel:
         index: int,
         x: torch.Tensor,
         kv: StaticKV,
-        slots: torch.Tensor,
-        positions: torch.Tensor,
+        where: tuple[torch.Tensor, torch.Tensor],  # the new tokens' cache rows, and the sessions' slots
         rotation: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor,
         span: int,
     ) -> torch.Tensor:
         shape, (batch, q, _) = self.shape, x.shape
         cos, sin = rotation
+        group = shape.heads // shape.kv_heads
         qkv = F.linear(x, layer.qkv, layer.qkv_bias)
         query, key, value = qkv.split([shape.heads * shape.head_dim, *[shape.kv_heads * shape.head_dim] * 2], dim=-1)
         query = query.view(batch, q, shape.heads, shape.head_dim)
@@ -102,9 +105,14 @@ class CompactModel:
         if layer.q_norm is not None and layer.k_norm is not None:
             query, key = _rms(query, layer.q_norm, shape.eps), _rms(key, layer.k_norm, shape.eps)
         query, key = _rotate(query, cos, sin), _rotate(key, cos, sin)
-        keys, values = kv.write_and_read(index, slots, positions, key, value, span)  # [B, kv_heads, span, d]
-        attended = F.scaled_dot_product_attention(query.transpose(1, 2), keys, values, attn_mask=mask, enable_gqa=True)
-        return F.linear(attended.transpose(1, 2).reshape(batch, q, -1), layer.out)
+        keys, values = kv.write_and_read(index, *where, key, value, span)  # [B, kv_heads, span, d]
+        # Grouped queries: the heads sharing a key head become extra query rows of it, so attention
+        # reads each key once and runs the masked kernel without expanding keys per query head.
+        grouped = query.view(batch, q, shape.kv_heads, group, shape.head_dim).permute(0, 2, 1, 3, 4)
+        grouped = grouped.reshape(batch, shape.kv_heads, q * group, shape.head_dim)
+        attended = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask)
+        attended = attended.view(batch, shape.kv_heads, q, group, shape.head_dim).permute(0, 2, 1, 3, 4)
+        return F.linear(attended.reshape(batch, q, -1), layer.out)
 
     def _rotation(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin [B, q, 1, head_dim] of the rotary embedding at each position."""
@@ -135,7 +143,10 @@ def _take_layer(layer: Any) -> Layer:  # a decoder layer of any supported archit
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm as transformers computes it: in float32, scaled, back in the input's dtype."""
+    """RMSNorm as transformers computes it: normalised in float32, back in the input's dtype, then
+    scaled. On a GPU one fused kernel (it scales before rounding: a last-bit difference in bf16)."""
+    if x.is_cuda:
+        return F.rms_norm(x, weight.shape, weight, eps)
     variance = x.float().pow(2).mean(-1, keepdim=True)
     return weight * (x.float() * torch.rsqrt(variance + eps)).to(x.dtype)
 

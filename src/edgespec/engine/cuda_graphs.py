@@ -39,8 +39,11 @@ class _Captured:
 
 
 class VerifyGraphs:
-    def __init__(self, model: CompactModel, kv: StaticKV, scratch_slot: int) -> None:
+    def __init__(self, model: CompactModel, kv: StaticKV, scratch_slot: int, compile_steps: bool = False) -> None:
         self.model = model
+        # torch.compile fuses the step's small kernels (norms, rotary, activation); each new shape
+        # compiles once, which takes tens of seconds, so it is a choice, not the default
+        self.step = torch.compile(model.forward, dynamic=False) if compile_steps else model.forward
         self.kv = kv
         self.scratch_slot = scratch_slot
         self._graphs: dict[GraphKey, _Captured] = {}
@@ -70,10 +73,10 @@ class VerifyGraphs:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):
-                self.model.forward(self.kv, slots, tokens, positions, key.span, key.new_tokens)
+                self.step(self.kv, slots, tokens, positions, key.span, key.new_tokens)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            logits = self.model.forward(self.kv, slots, tokens, positions, key.span, key.new_tokens)
+            logits = self.step(self.kv, slots, tokens, positions, key.span, key.new_tokens)
         self._graphs[key] = _Captured(graph, slots, tokens, positions, logits)
         return self._graphs[key]

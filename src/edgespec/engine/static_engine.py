@@ -28,7 +28,12 @@ class StaticEngine:
     numerics = NUMERICS
 
     def __init__(
-        self, model: PreTrainedModel, max_sessions: int = 64, max_context: int = 4096, kv_budget: int | None = None
+        self,
+        model: PreTrainedModel,
+        max_sessions: int = 64,
+        max_context: int = 4096,
+        kv_budget: int | None = None,
+        compile_steps: bool = False,
     ) -> None:
         self.model = CompactModel(model)
         self.device = self.model.embed.device
@@ -49,7 +54,8 @@ class StaticEngine:
             self.device,
         )
         self._free_slots = list(reversed(range(self.max_sessions)))
-        self.graphs = VerifyGraphs(self.model, self.kv, self._scratch_slot) if self.device.type == "cuda" else None
+        on_gpu = self.device.type == "cuda"
+        self.graphs = VerifyGraphs(self.model, self.kv, self._scratch_slot, compile_steps) if on_gpu else None
         self.batch_tokens = self.max_sessions * GRAPH_MAX_TOKENS
 
     def _default_budget(self) -> int:
