@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from edgespec.bench.model import alpha_from_mean_length, expected_tokens_per_round
 from edgespec.config import Mode
 
-# The GPU the projection assumes (docs/benchmarks.md, "GPU baseline": H200, Qwen3-8B shape, bf16,
-# transformers StaticCache + torch.compile): one decode step, and a 5-token verify against it.
-GPU_STEP_S = 0.00747
-GPU_VERIFY_RATIO = 1.15
+# The GPU the projection assumes, measured with edgespec's static engine (docs/gpu-verifier.md: one
+# H100, Qwen3-8B shape, bf16, batch 1, context 512): one decode step, and a 5-token verify against it.
+GPU_STEP_S = 0.0096
+GPU_VERIFY_RATIO = 1.08
 PROJECTED_RTT_S = 0.020  # a metro-area link
 
 
@@ -98,7 +98,7 @@ def _print_projection(k: int, mean_length: float, draft_tokens_per_s: float) -> 
     spec_rate = per_round / (draft_s + PROJECTED_RTT_S + GPU_VERIFY_RATIO * GPU_STEP_S)
     print("\nPROJECTION (analytical model, not measured here): a GPU cloud whose decode step takes")
     print(f"{GPU_STEP_S * 1000:.1f} ms and whose {k + 1}-token verify costs {GPU_VERIFY_RATIO:.2f} steps "
-          "(H200, Qwen3-8B shape: docs/benchmarks.md),")  # fmt: skip
+          "(H100, Qwen3-8B shape: docs/gpu-verifier.md),")  # fmt: skip
     print(f"with this draft (α = {alpha:.2f}, {draft_tokens_per_s:.1f} tok/s on the edge) over a "
           f"{PROJECTED_RTT_S * 1000:.0f} ms link:")  # fmt: skip
     print(f"  GPU time per output token: {1 / capacity:.2f} of cloud decoding's, so one GPU serves "
