@@ -181,6 +181,7 @@ class CloudConfig:
     guards: ConnectionGuards = field(default_factory=ConnectionGuards)
     metrics_port: int | None = None  # serve Prometheus text on this port (same host); None: no metrics
     draft: ModelConfig | None = None  # a draft model of its own, for co-located speculation
+    synthetic_acceptance: float | None = None  # benchmarks only: accept drafted tokens with this probability
     tls_cert: str | None = None  # serve the edge link over TLS with this certificate ...
     tls_key: str | None = None  # ... and its private key
 
@@ -194,6 +195,8 @@ class CloudConfig:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.session_idle_timeout_s <= 0 or self.handshake_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
+        if self.synthetic_acceptance is not None and not 0.0 <= self.synthetic_acceptance <= 1.0:
+            raise ValueError(f"synthetic acceptance must be in [0, 1], got {self.synthetic_acceptance}")
         if not self.auth_token and not self.insecure_no_auth and not is_loopback(self.host):
             raise ValueError(
                 f"refusing to listen on {self.host} without an auth token: pass --auth-token "

@@ -80,13 +80,16 @@ def test_the_compact_forward_batches_padded_sessions_without_mixing_them(tiny_pa
     assert close(together[1, 1:3], alone[1])  # its real last two positions
 
 
-def test_slots_are_bounded_and_come_back(tiny_pair: TinyPair) -> None:
+def test_slots_are_taken_at_the_first_forward_bounded_and_given_back(tiny_pair: TinyPair) -> None:
     static = StaticEngine(build("qwen2", tiny_pair), max_sessions=2, max_context=64)
-    sessions = [static.new_session(), static.new_session()]
+    sessions = [static.new_session() for _ in range(3)]
+    static.forward(sessions[0], [5], 1)
+    static.forward(sessions[1], [5], 1)
     with pytest.raises(RuntimeError, match="all 2 KV slots are in use"):
-        static.new_session()
-    static.release(sessions[0])
-    assert static.new_session().cache is not None
+        static.forward(sessions[2], [5], 1)
+    static.release(sessions[0])  # as the cloud does when a session closes
+    static.forward(sessions[2], [5], 1)
+    assert sessions[2].cache is not None
 
 
 def test_the_kv_budget_sets_the_number_of_slots(tiny_pair: TinyPair) -> None:

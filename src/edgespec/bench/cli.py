@@ -28,6 +28,8 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     engines.add_argument("--out", help="also write the figures as JSON here")
     verifier = kinds.add_parser("verifier", help="the GPU verify step against the memory-bandwidth floor")
     _verifier_arguments(verifier)
+    capacity = kinds.add_parser("capacity", help="N simulated edges against one GPU cloud: spec vs cloud decoding")
+    _capacity_arguments(capacity)
     sweep = kinds.add_parser("sweep", help="modes × k × emulated RTT on real processes; JSON, report, plots")
     sweep.add_argument("--rtt-ms", default="0,10,25,50,100,200", help="comma-separated round-trip times")
     sweep.add_argument("--k", default="1,2,4,8", help="comma-separated draft lengths")
@@ -55,6 +57,10 @@ def run_bench(args: argparse.Namespace) -> None:
         asyncio.run(run(args.rounds, args.k))
     elif args.bench == "serve":
         run_serve(args)
+    elif args.bench == "capacity":
+        from edgespec.bench.capacity import main as run_capacity
+
+        run_capacity(args)
     elif args.bench == "verifier":
         from edgespec.bench.verifier import main as run_verifier
 
@@ -89,5 +95,11 @@ def _run_engines(args: argparse.Namespace) -> None:
 
 def _verifier_arguments(parser: argparse.ArgumentParser) -> None:
     from edgespec.bench.verifier import add_arguments  # torch and transformers only: light enough
+
+    add_arguments(parser)
+
+
+def _capacity_arguments(parser: argparse.ArgumentParser) -> None:
+    from edgespec.bench.capacity import add_arguments
 
     add_arguments(parser)

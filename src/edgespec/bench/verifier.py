@@ -34,6 +34,9 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, object]]] = {
     "llama3-8b": ("Llama", {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
                             "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
                             "rope_theta": 500000.0, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5}),
+    "tiny-qwen3": ("Qwen3", {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                             "vocab_size": 2048}),  # smoke tests of the benchmarks themselves
     "qwen2.5-1.5b": ("Qwen2", {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
                                "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936,
                                "rope_theta": 1e6, "max_position_embeddings": 32768, "tie_word_embeddings": True}),

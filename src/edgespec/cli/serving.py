@@ -40,6 +40,10 @@ def cloud_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--session-idle-timeout", type=float, default=300.0, help="seconds before an idle session ends")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0 picks one)")
     parser.add_argument("--draft-model", help="also load this draft, for co-located speculation (mode colocated)")
+    parser.add_argument(
+        "--synthetic-acceptance", type=float, metavar="ALPHA",
+        help="benchmarks only: accept each drafted token with probability ALPHA; the output is NOT the target's",
+    )  # fmt: skip
     parser.add_argument("--tls-cert", help="serve the edge link over TLS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
 
@@ -57,6 +61,7 @@ def run_cloud(args: argparse.Namespace) -> None:
         session_idle_timeout_s=args.session_idle_timeout,
         metrics_port=args.metrics_port,
         draft=replace(model_config(args), name=args.draft_model) if args.draft_model else None,
+        synthetic_acceptance=args.synthetic_acceptance,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )

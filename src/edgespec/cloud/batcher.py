@@ -64,7 +64,9 @@ class VerifyBatcher:
                 await self._verify(batch)
         finally:
             self._busy = False
-            self._start_next()
+            # Next turn of the loop, not now: sessions this batch woke up run first, and a session
+            # ending here queues its KV release on the worker before the next batch can take a slot.
+            asyncio.get_running_loop().call_soon(self._start_next)
 
     async def _verify(self, batch: list[_Round]) -> None:
         rounds = [(r.session, r.draft) for r in batch]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import replace
 
-import msgspec
 import prometheus_client
 
 from edgespec.cloud.colocated import LocalDraft
@@ -24,16 +22,11 @@ CLOUD_KV_TOKENS = 16384  # llama.cpp: KV positions all sessions share (torch gro
 def build_server(config: CloudConfig) -> CloudServer:
     """Load the target and wrap it in a server (not yet listening)."""
     engine, tokenizer = open_model(config.model, max_sessions=config.limits.max_sessions, kv_tokens=CLOUD_KV_TOKENS)
-    limits = msgspec.structs.replace(
-        config.limits,
-        max_context=min(config.limits.max_context, engine.max_context),
-        max_sessions=min(config.limits.max_sessions, engine.max_sessions),
-    )
     local_draft = _load_local_draft(config.draft, tokenizer) if config.draft is not None else None
     return CloudServer(
-        Verifier(engine),
+        Verifier(engine, config.synthetic_acceptance),
         tokenizer,
-        replace(config, limits=limits),
+        config,
         model_name=config.model.name,
         local_draft=local_draft,
     )

@@ -43,8 +43,13 @@ class CloudServer:
         self.tokenizer = tokenizer
         self.config = config
         self.model_name = model_name
-        self.limits = msgspec.structs.replace(
-            config.limits, vocab_size=verifier.engine.vocab_size, colocated=local_draft is not None
+        engine = verifier.engine
+        self.limits = msgspec.structs.replace(  # what the engine can hold bounds what the cloud promises
+            config.limits,
+            vocab_size=engine.vocab_size,
+            max_context=min(config.limits.max_context, engine.max_context),
+            max_sessions=min(config.limits.max_sessions, engine.max_sessions),
+            colocated=local_draft is not None,
         )
         self.budget = SessionBudget(self.limits.max_sessions)
         guards = config.guards
@@ -144,7 +149,7 @@ class CloudServer:
                 model=self.model_name[-256:],
                 eos_token_ids=list(self.tokenizer.eos_token_ids),
                 chat_template=self.tokenizer.chat_template,
-                numerics=self.verifier.engine.numerics,
+                numerics=self.verifier.numerics,
             )
         )
 

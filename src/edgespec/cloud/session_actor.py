@@ -119,15 +119,16 @@ class SessionActor:
         self.last_active = time.monotonic()
 
     async def _decode_alone(self, max_new_tokens: int, ignore_eos: bool) -> None:
-        """Cloud mode: decode and stream until EOS, the budget, or a Close from the edge."""
+        """Cloud mode: decode and stream until EOS, the budget, or a Close from the edge. A decode
+        step is a round with nothing drafted (the target's own token, drawn from the same stream
+        at the same position), so cloud-mode sessions are batched like speculating ones."""
         assert self._target is not None
+        nothing = Draft(tokens=[], q=None if self._target.sampling.greedy else [])
         for produced in range(1, max_new_tokens + 1):
-            started = time.perf_counter()
-            decoded = await self._worker.run(self._verifier.decode, self._target)
-            self._metrics.decoded_one(time.perf_counter() - started)
+            decoded = await self._batcher.verify(self._target, nothing)
+            self._metrics.decoded_one(decoded.seconds)
             done = produced == max_new_tokens or (decoded.token in self._eos and not ignore_eos)
-            logprobs = None if decoded.logprobs is None else [decoded.logprobs]
-            await self._send(Tokens(sid=self.sid, tokens=[decoded.token], done=done, logprobs=logprobs))
+            await self._send(Tokens(sid=self.sid, tokens=[decoded.token], done=done, logprobs=decoded.logprobs))
             self.last_active = time.monotonic()
             if done or self._close_requested:
                 return

@@ -11,10 +11,10 @@ import torch
 from edgespec.config import SamplingParams
 from edgespec.engine.base import Engine, KVSession, Work, extend, missing_tokens
 from edgespec.protocol.messages import Draft, TokenLogprobs
-from edgespec.sampling.logprobs import ScoredToken, token_logprobs
-from edgespec.sampling.probs import greedy_tokens, logits_to_probs
+from edgespec.sampling.logprobs import token_logprobs
+from edgespec.sampling.probs import logits_to_probs
 from edgespec.sampling.rng import Stream, uniform
-from edgespec.sampling.verify import sample_dense, verify_greedy, verify_sampled
+from edgespec.sampling.verify import verify_greedy, verify_sampled
 
 
 @dataclass
@@ -37,8 +37,17 @@ class RoundResult:
 
 
 class Verifier:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, synthetic_acceptance: float | None = None) -> None:
         self.engine = engine
+        # benchmarks without real weights (vLLM's synthetic rejection): each drafted token is
+        # accepted with this probability whatever the logits say; the output is not the target's
+        self.synthetic_acceptance = synthetic_acceptance
+
+    @property
+    def numerics(self) -> str:
+        if self.synthetic_acceptance is None:
+            return self.engine.numerics
+        return f"SYNTHETIC ACCEPTANCE {self.synthetic_acceptance:g} (benchmark mode): the output is not the target's"
 
     def open(self, prompt: list[int], sampling: SamplingParams, logprobs: int | None = None) -> TargetSession:
         seed = sampling.seed if sampling.seed is not None else 0  # edges always send one; greedy needs none
@@ -76,22 +85,12 @@ class Verifier:
         logprobs = _report(session, logits, produced)
         return RoundResult(accepted, token, seconds, logprobs)
 
-    def decode(self, session: TargetSession) -> ScoredToken:
-        """Cloud mode: the target's next token on its own."""
-        logits = extend(self.engine, session.kv, session.committed, [], 1)  # [1, vocab]
-        if session.sampling.greedy:
-            token = greedy_tokens(logits)[0]
-        else:
-            u = uniform(session.seed, Stream.TARGET, len(session.committed))
-            token = sample_dense(logits_to_probs(logits, session.sampling)[0], u)
-        session.committed.append(token)
-        logprobs = _report(session, logits, [token])
-        return ScoredToken(token, logprobs[0] if logprobs else None)
-
     def release(self, session: TargetSession) -> None:
         self.engine.release(session.kv)
 
     def _decide(self, session: TargetSession, draft: Draft, logits: torch.Tensor) -> tuple[int, int]:  # [k+1, vocab]
+        if self.synthetic_acceptance is not None:
+            return self._synthetic(session, draft, logits)
         if session.sampling.greedy:
             return verify_greedy(logits, draft.tokens)
         assert draft.q is not None  # the session table refuses sampled drafts without q
@@ -101,6 +100,18 @@ class Verifier:
         sample_u = [uniform(session.seed, Stream.TARGET, start + i) for i in range(k + 1)]
         probs = logits_to_probs(logits, session.sampling)
         return verify_sampled(probs, draft.tokens, draft.q, accept_u, sample_u)
+
+    def _synthetic(self, session: TargetSession, draft: Draft, logits: torch.Tensor) -> tuple[int, int]:
+        """Accept each drafted token with the set probability (drawn by position, as real rounds
+        draw), then the target's greedy token where the run stopped."""
+        assert self.synthetic_acceptance is not None
+        start, accepted = len(session.committed), 0
+        while (
+            accepted < len(draft.tokens)
+            and uniform(session.seed, Stream.ACCEPT, start + accepted) < self.synthetic_acceptance
+        ):
+            accepted += 1
+        return accepted, int(logits[accepted].argmax())
 
 
 def _report(session: TargetSession, logits: torch.Tensor, produced: list[int]) -> list[TokenLogprobs] | None:

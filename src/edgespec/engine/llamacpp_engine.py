@@ -96,9 +96,16 @@ class LlamaCppEngine:
         return params
 
     def new_session(self) -> KVSession:
-        if not self._free_seqs:
-            raise LlamaCppError(f"all {self.max_sessions} llama.cpp sequences are in use")
-        return KVSession(cache=self._free_seqs.pop())
+        """A session whose sequence id is taken at its first forward: on the worker thread, after
+        any release queued there, so a session closed just before frees its id in time."""
+        return KVSession(cache=None)
+
+    def _sequence(self, session: KVSession) -> int:
+        if session.cache is None:
+            if not self._free_seqs:
+                raise LlamaCppError(f"all {self.max_sessions} llama.cpp sequences are in use")
+            session.cache = self._free_seqs.pop()
+        return int(session.cache)
 
     def forward(self, session: KVSession, tokens: list[int], n_logits: int) -> torch.Tensor:
         """Logits [n_logits, vocab] of the last positions after running `tokens`."""
@@ -123,12 +130,12 @@ class LlamaCppEngine:
             raise LlamaCppError(f"a decode call holds at most {BATCH_TOKENS} tokens")
         batch, row, rows = self._batch, 0, []
         for work in works:
-            start, wanted = len(work.session.tokens), []
+            start, wanted, sequence = len(work.session.tokens), [], self._sequence(work.session)
             for offset, token in enumerate(work.tokens):
                 batch.token[row] = token
                 batch.pos[row] = start + offset
                 batch.n_seq_id[row] = 1
-                batch.seq_id[row][0] = work.session.cache
+                batch.seq_id[row][0] = sequence
                 batch.logits[row] = offset >= len(work.tokens) - work.n_logits
                 if batch.logits[row]:
                     wanted.append(row)
@@ -145,16 +152,15 @@ class LlamaCppEngine:
         return torch.from_numpy(logits)
 
     def truncate(self, session: KVSession, length: int) -> None:
-        if length < len(session.tokens):
+        if length < len(session.tokens) and session.cache is not None:
             self._lib.llama_memory_seq_rm(self._memory, session.cache, length, -1)
             del session.tokens[length:]
 
     def release(self, session: KVSession) -> None:
-        if session.cache is None:
-            return
-        self._lib.llama_memory_seq_rm(self._memory, session.cache, -1, -1)
-        self._free_seqs.append(session.cache)
-        session.cache = None
+        if session.cache is not None:
+            self._lib.llama_memory_seq_rm(self._memory, session.cache, -1, -1)
+            self._free_seqs.append(session.cache)
+            session.cache = None
         session.tokens.clear()
 
     def close(self) -> None:

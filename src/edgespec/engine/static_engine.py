@@ -65,9 +65,16 @@ class StaticEngine:
         return int(free * GPU_KV_SHARE)
 
     def new_session(self) -> KVSession:
-        if not self._free_slots:
-            raise RuntimeError(f"all {self.max_sessions} KV slots are in use")
-        return KVSession(cache=self._free_slots.pop())
+        """A session whose slot is taken at its first forward: on the worker thread, after any
+        release queued there, so a session closed just before frees its slot in time."""
+        return KVSession(cache=None)
+
+    def _slot(self, session: KVSession) -> int:
+        if session.cache is None:
+            if not self._free_slots:
+                raise RuntimeError(f"all {self.max_sessions} KV slots are in use")
+            session.cache = self._free_slots.pop()
+        return int(session.cache)
 
     def forward(self, session: KVSession, tokens: list[int], n_logits: int) -> torch.Tensor:
         return self.forward_many([Work(session, tokens, n_logits)])[0]
@@ -77,6 +84,7 @@ class StaticEngine:
         for work in works:
             if len(work.session.tokens) + len(work.tokens) > self.max_context:
                 raise ValueError(f"a session would exceed the context of {self.max_context} tokens")
+            self._slot(work.session)
         if self.graphs is not None and max(len(work.tokens) for work in works) <= GRAPH_MAX_TOKENS:
             logits = self._replayed(works)
         else:  # a long prefill, or a CPU: exact shapes, one session at a time
