@@ -61,6 +61,8 @@ class CloudServer:
         self.metrics = CloudMetrics(lambda: self.open_sessions, lambda: len(self.connections))
         self.batcher.on_batch = self.metrics.batch_size.observe
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()  # one per accepted connection
+        self._sockets: set[FramedConnection] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
@@ -93,6 +95,10 @@ class CloudServer:
             self._server.close()
         for connection in list(self.connections):
             await connection.shut_down()
+        for conn in list(self._sockets):  # still in their handshake
+            await conn.close()
+        if self._handlers:  # let them end on the closed sockets rather than be cancelled at exit
+            await asyncio.wait(self._handlers, timeout=self.config.handshake_timeout_s)
         self.worker.shutdown(last=self.verifier.engine.close)
         if self.local_draft is not None:
             self.local_draft.shutdown()
@@ -104,6 +110,7 @@ class CloudServer:
             writer.transport.abort()
             return
         conn = FramedConnection(reader, writer, HANDSHAKE_MAX_FRAME_BYTES, self.send_bounds)
+        self._track(conn)
         try:
             authenticated = await self._authenticate(conn)
         finally:
@@ -117,6 +124,19 @@ class CloudServer:
             await connection.run()
         finally:
             self.connections.discard(connection)
+
+    def _track(self, conn: FramedConnection) -> None:
+        """Remember this connection and its handler until the handler ends (for close())."""
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        self._sockets.add(conn)
+
+        def forget(_: object) -> None:
+            self._handlers.discard(handler)
+            self._sockets.discard(conn)
+
+        handler.add_done_callback(forget)
 
     async def _authenticate(self, conn: FramedConnection) -> bool:
         """The handshake within its timeout; a refusal is answered with an Error and a close."""
