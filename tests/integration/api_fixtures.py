@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgespec.api.server import READY_LINE as EDGE_READY
 from edgespec.cloud.launch import READY_LINE as CLOUD_READY
-from edgespec.processes import edge_process, ready_field, ready_port, server_process, stop, wait_until_ready
+from edgespec.processes import (
+    edge_process,
+    free_port,
+    ready_field,
+    ready_port,
+    server_process,
+    stop,
+    wait_until_ready,
+)
 
 
 @dataclass(frozen=True)
@@ -63,13 +70,6 @@ def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return condition()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (at the moment of asking)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RestartableCloud:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 
 from edgespec.bench.load_cli import add_load_args
-from edgespec.bench.serve.cli import add_serve_args, run_serve
+from edgespec.bench.serve.cli import add_serve_args
 
 
 def add_bench_args(parser: argparse.ArgumentParser) -> None:
@@ -50,31 +51,26 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     add_load_args(load)
 
 
+# Each benchmark's module is imported only when it runs: some pull in torch, the GPU, or uvicorn.
+_RUNNERS = {
+    "serve": ("edgespec.bench.serve.cli", "run_serve"),
+    "capacity": ("edgespec.bench.capacity", "main"),
+    "verifier": ("edgespec.bench.verifier", "main"),
+    "load": ("edgespec.bench.load_cli", "run_load_command"),
+    "sweep": ("edgespec.bench.sweep_cli", "run_sweep_command"),
+}
+
+
 def run_bench(args: argparse.Namespace) -> None:
-    if args.bench == "protocol":
+    if args.bench in _RUNNERS:
+        module, function = _RUNNERS[args.bench]
+        getattr(importlib.import_module(module), function)(args)
+    elif args.bench == "protocol":
         from edgespec.bench.protocol_overhead import run
 
         asyncio.run(run(args.rounds, args.k))
-    elif args.bench == "serve":
-        run_serve(args)
-    elif args.bench == "capacity":
-        from edgespec.bench.capacity import main as run_capacity
-
-        run_capacity(args)
-    elif args.bench == "verifier":
-        from edgespec.bench.verifier import main as run_verifier
-
-        run_verifier(args)
     elif args.bench == "engines":
         _run_engines(args)
-    elif args.bench == "load":
-        from edgespec.bench.load_cli import run_load_command
-
-        run_load_command(args)
-    elif args.bench == "sweep":
-        from edgespec.bench.sweep_cli import run_sweep_command
-
-        run_sweep_command(args)
     else:
         from edgespec.bench.pair import run as run_pair
 

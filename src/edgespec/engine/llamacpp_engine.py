@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from edgespec.engine.base import KVSession, Work
+from edgespec.engine.slots import SlotPool
 
 log = logging.getLogger("edgespec.llamacpp")
 
@@ -80,7 +81,7 @@ class LlamaCppEngine:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(BATCH_TOKENS, 0, 1)
         self.max_sessions = min(options.max_sessions, MAX_SEQUENCES)
-        self._free_seqs = list(reversed(range(self.max_sessions)))
+        self._sequences = SlotPool(self.max_sessions, "llama.cpp sequences", LlamaCppError)
         self.vocab_size = int(llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model)))
         self.max_context = min(int(llama_cpp.llama_model_n_ctx_train(self._model)), options.kv_tokens)
         self.device = torch.device("cpu")
@@ -96,16 +97,7 @@ class LlamaCppEngine:
         return params
 
     def new_session(self) -> KVSession:
-        """A session whose sequence id is taken at its first forward: on the worker thread, after
-        any release queued there, so a session closed just before frees its id in time."""
-        return KVSession(cache=None)
-
-    def _sequence(self, session: KVSession) -> int:
-        if session.cache is None:
-            if not self._free_seqs:
-                raise LlamaCppError(f"all {self.max_sessions} llama.cpp sequences are in use")
-            session.cache = self._free_seqs.pop()
-        return int(session.cache)
+        return KVSession(cache=None)  # its sequence id is taken at its first forward (slots.py)
 
     def forward(self, session: KVSession, tokens: list[int], n_logits: int) -> torch.Tensor:
         """Logits [n_logits, vocab] of the last positions after running `tokens`."""
@@ -130,7 +122,7 @@ class LlamaCppEngine:
             raise LlamaCppError(f"a decode call holds at most {BATCH_TOKENS} tokens")
         batch, row, rows = self._batch, 0, []
         for work in works:
-            start, wanted, sequence = len(work.session.tokens), [], self._sequence(work.session)
+            start, wanted, sequence = len(work.session.tokens), [], self._sequences.take(work.session)
             for offset, token in enumerate(work.tokens):
                 batch.token[row] = token
                 batch.pos[row] = start + offset
@@ -157,10 +149,9 @@ class LlamaCppEngine:
             del session.tokens[length:]
 
     def release(self, session: KVSession) -> None:
-        if session.cache is not None:
-            self._lib.llama_memory_seq_rm(self._memory, session.cache, -1, -1)
-            self._free_seqs.append(session.cache)
-            session.cache = None
+        sequence = self._sequences.give_back(session)
+        if sequence is not None:
+            self._lib.llama_memory_seq_rm(self._memory, sequence, -1, -1)
         session.tokens.clear()
 
     def close(self) -> None:

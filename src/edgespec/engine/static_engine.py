@@ -16,6 +16,7 @@ from transformers import PreTrainedModel
 from edgespec.engine.base import KVSession, Work
 from edgespec.engine.compact_model import CompactModel
 from edgespec.engine.cuda_graphs import GraphKey, VerifyGraphs, bucket
+from edgespec.engine.slots import SlotPool
 from edgespec.engine.static_kv import StaticKV
 
 GRAPH_MAX_TOKENS = 16  # new tokens per session that graphs serve; longer prefills run eagerly
@@ -53,7 +54,7 @@ class StaticEngine:
             self.model.embed.dtype,
             self.device,
         )
-        self._free_slots = list(reversed(range(self.max_sessions)))
+        self._slots = SlotPool(self.max_sessions, "KV slots", RuntimeError)
         on_gpu = self.device.type == "cuda"
         self.graphs = VerifyGraphs(self.model, self.kv, self._scratch_slot, compile_steps) if on_gpu else None
         self.batch_tokens = self.max_sessions * GRAPH_MAX_TOKENS
@@ -65,16 +66,7 @@ class StaticEngine:
         return int(free * GPU_KV_SHARE)
 
     def new_session(self) -> KVSession:
-        """A session whose slot is taken at its first forward: on the worker thread, after any
-        release queued there, so a session closed just before frees its slot in time."""
-        return KVSession(cache=None)
-
-    def _slot(self, session: KVSession) -> int:
-        if session.cache is None:
-            if not self._free_slots:
-                raise RuntimeError(f"all {self.max_sessions} KV slots are in use")
-            session.cache = self._free_slots.pop()
-        return int(session.cache)
+        return KVSession(cache=None)  # its slot is taken at its first forward (slots.py)
 
     def forward(self, session: KVSession, tokens: list[int], n_logits: int) -> torch.Tensor:
         return self.forward_many([Work(session, tokens, n_logits)])[0]
@@ -84,7 +76,7 @@ class StaticEngine:
         for work in works:
             if len(work.session.tokens) + len(work.tokens) > self.max_context:
                 raise ValueError(f"a session would exceed the context of {self.max_context} tokens")
-            self._slot(work.session)
+            self._slots.take(work.session)
         if self.graphs is not None and max(len(work.tokens) for work in works) <= GRAPH_MAX_TOKENS:
             logits = self._replayed(works)
         else:  # a long prefill, or a CPU: exact shapes, one session at a time
@@ -128,9 +120,7 @@ class StaticEngine:
         del session.tokens[length:]  # the cache past `length` is simply overwritten later
 
     def release(self, session: KVSession) -> None:
-        if session.cache is not None:
-            self._free_slots.append(session.cache)
-            session.cache = None
+        self._slots.give_back(session)  # what the slot holds is overwritten by its next session
         session.tokens.clear()
 
     def close(self) -> None:

@@ -26,10 +26,6 @@ class StaticKV:
         self.slots = slots
         self.max_len = max_len
 
-    @property
-    def bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
-
     def rows(self, slots: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The flat (slot, position) row of each new token [B·q], computed once per step."""
         return (slots[:, None] * self.max_len + positions).reshape(-1)
