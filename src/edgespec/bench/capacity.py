@@ -1,18 +1,21 @@
 """`edgespec bench capacity`: the capacity argument for edge drafting, measured. One cloud (the
-static engine, synthetic acceptance α) serves N simulated edges in this process, each over its own
-TCP connection on loopback with the real wire protocol. First every edge speculates (k random
-tokens a round, so drafting costs the cloud nothing), then every edge asks for cloud-mode decoding
-of the same sessions; both are batched across sessions by the cloud. Sessions have a fixed prompt
-and a fixed budget of new tokens, and re-open when it is spent. The figures: output tokens per
-second of the cloud (per GPU-second: the GPU serves nothing else) and per session."""
+static engine, synthetic acceptance α) in this process serves N simulated edges played by a few
+other processes, each edge over its own TCP connection on loopback with the real wire protocol.
+First every edge speculates (k random tokens a round, so drafting costs the cloud nothing), then
+every edge asks for cloud-mode decoding of the same sessions; the cloud batches both across
+sessions. Sessions have a fixed prompt and a fixed budget of new tokens, and re-open when it is
+spent. The figures: output tokens per second of the cloud (per GPU-second: the GPU serves nothing
+else) and per session."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import multiprocessing
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 import torch
@@ -24,8 +27,10 @@ from edgespec.config import CloudConfig, LinkConfig, ModelConfig, SamplingParams
 from edgespec.engine.static_engine import StaticEngine
 from edgespec.engine.tiny import TINY_VOCAB, build_tokenizer
 from edgespec.engine.tokenizer import TokenizerInfo
-from edgespec.protocol.messages import Draft
+from edgespec.protocol.messages import Draft, TokenizerId
 from edgespec.transport.client import CloudLink
+
+CONNECT_S = 3.0  # for the edge processes to connect before a phase's clock starts
 
 
 @dataclass(frozen=True)
@@ -70,17 +75,6 @@ def _draft(k: int) -> Draft:
     return Draft(tokens=[random.randrange(1000, 2000) for _ in range(k)])
 
 
-async def phase(links: list[CloudLink], mode: str, prompt: list[int], budget: int, k: int, seconds: float) -> Phase:
-    deadline = time.monotonic() + seconds
-    started = time.monotonic()
-    if mode == "spec":
-        counts = await asyncio.gather(*(speculating_edge(link, prompt, budget, k, deadline) for link in links))
-    else:
-        counts = await asyncio.gather(*(decoding_edge(link, prompt, budget, deadline) for link in links))
-    elapsed = time.monotonic() - started
-    return Phase(mode, sum(counts), elapsed, sum(counts) / elapsed / len(links))
-
-
 @dataclass(frozen=True)
 class Plan:
     sessions: int
@@ -90,6 +84,59 @@ class Plan:
     budget: int
     seconds: float
     warm_up_s: float = 5.0  # per mode, first: captures the graphs that mode needs
+    edge_processes: int = 2  # the simulated edges' processes: the cloud's loop must not also play them
+
+
+@dataclass(frozen=True)
+class EdgeGroup:
+    """What one process of simulated edges needs (it is pickled to a fresh interpreter)."""
+
+    port: int
+    tokenizer: TokenizerId
+    sessions: int
+    mode: str
+    prompt: list[int]
+    budget: int
+    k: int
+    start_at: float  # time.monotonic(): one clock for every process on the machine
+    deadline: float
+
+
+def run_edge_group(group: EdgeGroup) -> int:
+    """In a worker process: the group's edges over their own connections; tokens produced."""
+    return asyncio.run(_edge_group(group))
+
+
+async def _edge_group(group: EdgeGroup) -> int:
+    links = [await CloudLink.connect(LinkConfig(port=group.port), group.tokenizer) for _ in range(group.sessions)]
+    await asyncio.sleep(max(0.0, group.start_at - time.monotonic()))
+    try:
+        if group.mode == "spec":
+            edges = (speculating_edge(link, group.prompt, group.budget, group.k, group.deadline) for link in links)
+        else:
+            edges = (decoding_edge(link, group.prompt, group.budget, group.deadline) for link in links)
+        return sum(await asyncio.gather(*edges))
+    finally:
+        for link in links:
+            await link.close()
+
+
+async def phase(
+    pool: ProcessPoolExecutor, port: int, identity: TokenizerId, plan: Plan, mode: str, seconds: float
+) -> Phase:
+    prompt = [random.randrange(1000, 2000) for _ in range(plan.context)]
+    start_at = time.monotonic() + CONNECT_S
+    sizes = [len(part) for part in _split(range(plan.sessions), plan.edge_processes)]
+    groups = [
+        EdgeGroup(port, identity, n, mode, prompt, plan.budget, plan.k, start_at, start_at + seconds) for n in sizes
+    ]
+    loop = asyncio.get_running_loop()
+    counts = await asyncio.gather(*(loop.run_in_executor(pool, run_edge_group, group) for group in groups))
+    return Phase(mode, sum(counts), seconds, sum(counts) / seconds / plan.sessions)
+
+
+def _split(items: range, parts: int) -> list[range]:
+    return [items[i::parts] for i in range(parts) if items[i::parts]]
 
 
 async def measure(engine: StaticEngine, plan: Plan) -> list[Phase]:
@@ -97,18 +144,16 @@ async def measure(engine: StaticEngine, plan: Plan) -> list[Phase]:
     config = CloudConfig(ModelConfig("random weights"), port=0, synthetic_acceptance=plan.alpha)
     server = CloudServer(Verifier(engine, plan.alpha), tokenizer, config, "random weights")
     _, port = await server.start()
-    links = [await CloudLink.connect(LinkConfig(port=port), tokenizer.identity) for _ in range(plan.sessions)]
-    prompt = [random.randrange(1000, 2000) for _ in range(plan.context)]
+    spawn = multiprocessing.get_context("spawn")  # never fork a process that holds a CUDA context
     try:
-        results = []
-        for mode in ("spec", "cloud"):
-            await phase(links, mode, prompt, plan.budget, plan.k, plan.warm_up_s)
-            results.append(await phase(links, mode, prompt, plan.budget, plan.k, plan.seconds))
-            print(_line(results[-1]), flush=True)
+        with ProcessPoolExecutor(plan.edge_processes, mp_context=spawn) as pool:
+            results = []
+            for mode in ("spec", "cloud"):
+                await phase(pool, port, tokenizer.identity, plan, mode, plan.warm_up_s)
+                results.append(await phase(pool, port, tokenizer.identity, plan, mode, plan.seconds))
+                print(_line(results[-1]), flush=True)
         return results
     finally:
-        for link in links:
-            await link.close()
         await server.close()
 
 
@@ -127,6 +172,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=256, help="new tokens per session before it re-opens")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per mode")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds per mode before measuring")
+    parser.add_argument("--edge-processes", type=int, default=2, help="processes that play the edges")
     parser.add_argument("--out", help="write the figures as JSON here")
 
 
@@ -135,7 +181,9 @@ def main(args: argparse.Namespace) -> None:
     model = random_model(args.arch, device)
     # twice the slots: a session that re-opens may do so before the cloud has let its last one go
     engine = StaticEngine(model, 2 * args.sessions, args.context + args.budget + 1, kv_budget=1 << 40)
-    plan = Plan(args.sessions, args.alpha, args.k, args.context, args.budget, args.duration, args.warmup)
+    plan = Plan(
+        args.sessions, args.alpha, args.k, args.context, args.budget, args.duration, args.warmup, args.edge_processes
+    )
     results = asyncio.run(measure(engine, plan))
     spec, cloud = results
     print(f"speculation serves {spec.tokens_per_s / cloud.tokens_per_s:.2f}x the output tokens per GPU-second "
