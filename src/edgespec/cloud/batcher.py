@@ -1,7 +1,8 @@
 """Verification batched across sessions, continuously: rounds that arrive while the target is
-busy wait for it and then go together in one forward call. There is no waiting window, so a lone
-session never waits for company; under load, batches form by themselves. A backend that cannot
-batch (torch here) runs the batch's rounds one after another, which costs nothing extra."""
+busy wait for it and then go together in one forward call. When the target is idle and fewer
+rounds wait than sessions are open, the batch waits at most WINDOW_S for the others (edges answer
+verdicts at slightly different times); a lone session never waits. A backend that cannot batch
+(torch here) runs the batch's rounds one after another, which costs nothing extra."""
 
 from __future__ import annotations
 
@@ -21,15 +22,24 @@ class _Round:
     done: asyncio.Future[RoundResult]
 
 
+WINDOW_S = 0.002  # the longest a round waits for other sessions' rounds to join its batch
+
+
 class VerifyBatcher:
     def __init__(
-        self, verifier: Verifier, worker: ModelWorker, on_batch: Callable[[int], None] = lambda size: None
+        self,
+        verifier: Verifier,
+        worker: ModelWorker,
+        open_sessions: Callable[[], int] = lambda: 1,
+        on_batch: Callable[[int], None] = lambda size: None,
     ) -> None:
         self.verifier = verifier
         self.worker = worker
+        self.open_sessions = open_sessions  # how many rounds could come at most
         self.on_batch = on_batch  # told each batch's size (metrics)
         self._queue: list[_Round] = []
         self._busy = False
+        self._waiting = False  # a window is open for more rounds to arrive
         self._running: asyncio.Task[None] | None = None  # referenced, so the loop cannot drop it
 
     async def verify(self, session: TargetSession, draft: Draft) -> RoundResult:
@@ -39,8 +49,20 @@ class VerifyBatcher:
         return await done
 
     def _start_next(self) -> None:
-        if self._busy or not self._queue:
+        if self._busy or self._waiting or not self._queue:
             return
+        if len(self._queue) < self.open_sessions():  # others may be a moment behind: wait, briefly
+            self._waiting = True
+            asyncio.get_running_loop().call_later(WINDOW_S, self._close_window)
+            return
+        self._launch()
+
+    def _close_window(self) -> None:
+        self._waiting = False
+        if not self._busy and self._queue:
+            self._launch()
+
+    def _launch(self) -> None:
         batch = self._take_batch()
         self._busy = True
         self._running = asyncio.create_task(self._run(batch))

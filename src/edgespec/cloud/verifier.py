@@ -12,9 +12,9 @@ from edgespec.config import SamplingParams
 from edgespec.engine.base import Engine, KVSession, Work, extend, missing_tokens
 from edgespec.protocol.messages import Draft, TokenLogprobs
 from edgespec.sampling.logprobs import token_logprobs
-from edgespec.sampling.probs import logits_to_probs
+from edgespec.sampling.probs import greedy_tokens, logits_to_probs
 from edgespec.sampling.rng import Stream, uniform
-from edgespec.sampling.verify import verify_greedy, verify_sampled
+from edgespec.sampling.verify import accept_matching, verify_sampled
 
 
 @dataclass
@@ -69,16 +69,28 @@ class Verifier:
             for s, d in rounds
         ]
         all_logits = self.engine.forward_many(works)
+        choices = _argmax_rows(all_logits)  # every session's greedy choices in one copy to the host
         seconds = time.perf_counter() - started
-        return [self._conclude(s, d, logits, seconds) for (s, d), logits in zip(rounds, all_logits, strict=True)]
+        return [
+            self._conclude(s, d, logits, seconds, picks)
+            for (s, d), logits, picks in zip(rounds, all_logits, choices, strict=True)
+        ]
 
     def new_tokens(self, session: TargetSession, draft: Draft) -> int:
         """How many positions a round would compute (the first one prefills the prompt too)."""
         return len(session.committed) - min(len(session.kv.tokens), len(session.committed) - 1) + len(draft.tokens)
 
-    def _conclude(self, session: TargetSession, draft: Draft, logits: torch.Tensor, seconds: float) -> RoundResult:
-        """Decide from the round's logits [k+1, vocab], commit, and drop the rejected tail's KV."""
-        accepted, token = self._decide(session, draft, logits)
+    def _conclude(
+        self,
+        session: TargetSession,
+        draft: Draft,
+        logits: torch.Tensor,
+        seconds: float,
+        choices: list[int] | None = None,
+    ) -> RoundResult:
+        """Decide from the round's logits [k+1, vocab] (and their argmaxes, when already read),
+        commit, and drop the rejected tail's KV."""
+        accepted, token = self._decide(session, draft, logits, choices or greedy_tokens(logits))
         produced = [*draft.tokens[:accepted], token]
         session.committed += produced
         self.engine.truncate(session.kv, len(session.committed) - 1)
@@ -88,11 +100,13 @@ class Verifier:
     def release(self, session: TargetSession) -> None:
         self.engine.release(session.kv)
 
-    def _decide(self, session: TargetSession, draft: Draft, logits: torch.Tensor) -> tuple[int, int]:  # [k+1, vocab]
+    def _decide(
+        self, session: TargetSession, draft: Draft, logits: torch.Tensor, choices: list[int]
+    ) -> tuple[int, int]:  # logits [k+1, vocab]; choices: their argmaxes
         if self.synthetic_acceptance is not None:
-            return self._synthetic(session, draft, logits)
+            return self._synthetic(session, draft, choices)
         if session.sampling.greedy:
-            return verify_greedy(logits, draft.tokens)
+            return accept_matching(choices, draft.tokens)
         assert draft.q is not None  # the session table refuses sampled drafts without q
         start = len(session.committed)
         k = len(draft.tokens)
@@ -101,7 +115,7 @@ class Verifier:
         probs = logits_to_probs(logits, session.sampling)
         return verify_sampled(probs, draft.tokens, draft.q, accept_u, sample_u)
 
-    def _synthetic(self, session: TargetSession, draft: Draft, logits: torch.Tensor) -> tuple[int, int]:
+    def _synthetic(self, session: TargetSession, draft: Draft, choices: list[int]) -> tuple[int, int]:
         """Accept each drafted token with the set probability (drawn by position, as real rounds
         draw), then the target's greedy token where the run stopped."""
         assert self.synthetic_acceptance is not None
@@ -111,7 +125,13 @@ class Verifier:
             and uniform(session.seed, Stream.ACCEPT, start + accepted) < self.synthetic_acceptance
         ):
             accepted += 1
-        return accepted, int(logits[accepted].argmax())
+        return accepted, choices[accepted]
+
+
+def _argmax_rows(all_logits: list[torch.Tensor]) -> list[list[int]]:
+    flat = torch.cat([logits.argmax(dim=-1) for logits in all_logits]).tolist()
+    sizes = [logits.shape[0] for logits in all_logits]
+    return [flat[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))]
 
 
 def _report(session: TargetSession, logits: torch.Tensor, produced: list[int]) -> list[TokenLogprobs] | None:

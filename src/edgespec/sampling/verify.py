@@ -25,7 +25,11 @@ def sample_dense(probs: torch.Tensor, u: float) -> int:  # probs [vocab]
 
 def verify_greedy(target_logits: torch.Tensor, drafted: Sequence[int]) -> tuple[int, int]:
     """Accept the longest prefix equal to the target's argmax.  target_logits [k+1, vocab]."""
-    choices = greedy_tokens(target_logits)
+    return accept_matching(greedy_tokens(target_logits), drafted)
+
+
+def accept_matching(choices: Sequence[int], drafted: Sequence[int]) -> tuple[int, int]:
+    """verify_greedy on the argmaxes [k+1] already read."""
     accepted = 0
     while accepted < len(drafted) and drafted[accepted] == choices[accepted]:
         accepted += 1
