@@ -82,8 +82,18 @@ def down() -> None:
     _require_tools()
     if is_up():
         _run("ip", "netns", "delete", NAMESPACE)
-    if subprocess.run(["ip", "link", "show", EDGE_DEVICE], capture_output=True).returncode == 0:
-        _run("ip", "link", "delete", EDGE_DEVICE)
+    # the namespace's end of the pair goes with it and takes ours along, a moment later: a pair
+    # that vanished between the two commands is what we wanted
+    deleted = subprocess.run(["ip", "link", "delete", EDGE_DEVICE], capture_output=True, text=True)
+    if deleted.returncode != 0 and "Cannot find device" not in deleted.stderr:
+        raise ValueError(f"`ip link delete {EDGE_DEVICE}` failed: {deleted.stderr.strip()}")
+    deadline = time.monotonic() + 5.0  # and wait until it is gone, so a new pair can take its name
+    while _link_exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _link_exists() -> bool:
+    return subprocess.run(["ip", "link", "show", EDGE_DEVICE], capture_output=True).returncode == 0
 
 
 def cut(seconds: float) -> None:
