@@ -3,6 +3,7 @@ runs on the target's worker thread."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -90,7 +91,7 @@ class Verifier:
     ) -> RoundResult:
         """Decide from the round's logits [k+1, vocab] (and their argmaxes, when already read),
         commit, and drop the rejected tail's KV."""
-        accepted, token = self._decide(session, draft, logits, choices or greedy_tokens(logits))
+        accepted, token = self._decide(session, draft, logits, choices)
         produced = [*draft.tokens[:accepted], token]
         session.committed += produced
         self.engine.truncate(session.kv, len(session.committed) - 1)
@@ -101,11 +102,12 @@ class Verifier:
         self.engine.release(session.kv)
 
     def _decide(
-        self, session: TargetSession, draft: Draft, logits: torch.Tensor, choices: list[int]
-    ) -> tuple[int, int]:  # logits [k+1, vocab]; choices: their argmaxes
-        if self.synthetic_acceptance is not None:
-            return self._synthetic(session, draft, choices)
-        if session.sampling.greedy:
+        self, session: TargetSession, draft: Draft, logits: torch.Tensor, choices: list[int] | None
+    ) -> tuple[int, int]:  # logits [k+1, vocab]; choices: their argmaxes if already read
+        if self.synthetic_acceptance is not None or session.sampling.greedy:
+            choices = choices if choices is not None else greedy_tokens(logits)  # read only when needed
+            if self.synthetic_acceptance is not None:
+                return self._synthetic(session, draft, choices)
             return accept_matching(choices, draft.tokens)
         assert draft.q is not None  # the session table refuses sampled drafts without q
         start = len(session.committed)
@@ -130,8 +132,8 @@ class Verifier:
 
 def _argmax_rows(all_logits: list[torch.Tensor]) -> list[list[int]]:
     flat = torch.cat([logits.argmax(dim=-1) for logits in all_logits]).tolist()
-    sizes = [logits.shape[0] for logits in all_logits]
-    return [flat[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))]
+    ends = list(itertools.accumulate(logits.shape[0] for logits in all_logits))
+    return [flat[end - logits.shape[0] : end] for logits, end in zip(all_logits, ends, strict=True)]
 
 
 def _report(session: TargetSession, logits: torch.Tensor, produced: list[int]) -> list[TokenLogprobs] | None:
