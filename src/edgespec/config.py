@@ -11,7 +11,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -100,16 +100,24 @@ class ModelConfig:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
 
 
+AUTO: Final = "auto"  # as a draft length: chosen round by round (edge/controller.py)
+
+
 @dataclass(frozen=True)
 class SpecConfig:
     """Speculation knobs on the edge."""
 
-    num_speculative_tokens: int = 4
+    num_speculative_tokens: int = 4  # the draft length; with `adaptive`, the first round's
+    adaptive: bool = False  # `--num-speculative-tokens auto`: the controller picks k (or cloud decoding) each round
+    max_adaptive_k: int = 8
+    pipeline: bool = True  # draft the next block while the current one is being verified
     draft_support: int = 64  # largest support of a sampled draft distribution sent uplink
 
     def __post_init__(self) -> None:
         if not 0 <= self.num_speculative_tokens <= 64:
             raise ValueError(f"num_speculative_tokens must be in [0, 64], got {self.num_speculative_tokens}")
+        if not 1 <= self.max_adaptive_k <= 64:
+            raise ValueError(f"max_adaptive_k must be in [1, 64], got {self.max_adaptive_k}")
         if not 1 <= self.draft_support <= 4096:
             raise ValueError(f"draft_support must be in [1, 4096], got {self.draft_support}")
 
@@ -218,6 +226,7 @@ class LinkEmulation:
     bandwidth_mbit: float | None = None  # None: unlimited
     loss: float = 0.0
     seed: int = 0
+    retunable: bool = False  # emulate even an ideal link, so that it can be retuned mid-run
 
     def __post_init__(self) -> None:
         if self.rtt_ms < 0 or self.jitter_ms < 0:
@@ -229,7 +238,8 @@ class LinkEmulation:
 
     @property
     def active(self) -> bool:
-        return self.rtt_ms > 0 or self.jitter_ms > 0 or self.bandwidth_mbit is not None or self.loss > 0
+        shaped = self.rtt_ms > 0 or self.jitter_ms > 0 or self.bandwidth_mbit is not None or self.loss > 0
+        return shaped or self.retunable
 
 
 @dataclass(frozen=True)

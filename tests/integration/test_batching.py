@@ -10,7 +10,7 @@ import pytest
 from edgespec.cloud.server import CloudServer
 from edgespec.config import LinkConfig, Mode, ModelConfig
 from edgespec.edge.launch import start_edge
-from edgespec.edge.runtime import GenerationRequest
+from edgespec.edge.request import GenerationRequest
 from edgespec.protocol.messages import TokenizerId
 from tests.conftest import TinyPair
 from tests.integration.cloud_fixtures import TOKEN, with_server

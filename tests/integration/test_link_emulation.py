@@ -8,7 +8,7 @@ import statistics
 
 from edgespec.config import LinkConfig, LinkEmulation, Mode, ModelConfig
 from edgespec.edge.launch import start_edge
-from edgespec.edge.runtime import GenerationRequest
+from edgespec.edge.request import GenerationRequest
 from edgespec.transport.client import CloudLink
 from tests.conftest import TinyPair
 from tests.reference import reference_greedy

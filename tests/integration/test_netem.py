@@ -20,7 +20,8 @@ from edgespec import netem
 from edgespec.cloud.launch import READY_LINE
 from edgespec.config import EdgePolicy, LinkConfig, LossPolicy, Mode, ModelConfig
 from edgespec.edge.launch import start_edge
-from edgespec.edge.runtime import CloudUnavailable, EdgeRuntime, GenerationRequest
+from edgespec.edge.request import GenerationRequest
+from edgespec.edge.runtime import CloudUnavailable, EdgeRuntime
 from edgespec.processes import ready_field, ready_port, stop, wait_until_ready
 from tests.conftest import TinyPair
 from tests.integration.api_fixtures import eventually, metric_value

@@ -14,7 +14,14 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from tests.conftest import TinyPair
-from tests.integration.api_fixtures import Cloud, cloud_with_metrics, edge_url, eventually, metric_value
+from tests.integration.api_fixtures import (
+    Cloud,
+    cloud_with_metrics,
+    edge_url,
+    eventually,
+    metric_samples,
+    metric_value,
+)
 from tests.reference import reference_greedy, reference_logprobs
 
 PROMPT = "def quicksort(arr):"
@@ -84,6 +91,28 @@ def test_per_request_draft_length(client: openai.OpenAI, tiny_pair: TinyPair, to
     speculation = response.usage.model_extra["speculation"]
     assert speculation["num_draft_tokens"] <= k * speculation["num_drafts"]
     assert len(speculation["num_accepted_tokens_per_pos"]) <= k
+
+
+def test_auto_draft_length_keeps_the_output_and_shows_its_decisions(
+    client: openai.OpenAI, base_url: str, tiny_pair: TinyPair, tokenizer
+) -> None:
+    edge_metrics = base_url.removesuffix("/v1") + "/metrics"
+    body = GREEDY | NO_EOS | {"num_speculative_tokens": "auto"}
+    response = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=20, extra_body=body)
+    assert response.choices[0].model_extra["token_ids"] == reference_greedy(tiny_pair.target, prompt_ids(tokenizer), 20)
+    samples = metric_samples(edge_metrics)
+    decisions = [value for (name, _), value in samples.items() if name == "edgespec:spec_controller_decisions_total"]
+    assert sum(decisions) >= 1
+    assert samples[("edgespec:spec_controller_estimate_seconds", (("quantity", "round_trip"),))] >= 0
+    assert 0 < samples[("edgespec:spec_controller_acceptance", (("position", "1"),))] < 1
+
+
+@pytest.mark.parametrize("k", ["fast", -1, 65, 2.5])
+def test_a_bad_draft_length_is_a_400(base_url: str, k: object) -> None:
+    body = {"prompt": PROMPT, "max_tokens": 4, "num_speculative_tokens": k}
+    response = httpx.post(f"{base_url}/completions", json=body, timeout=10)
+    assert response.status_code == 400
+    assert "num_speculative_tokens" in response.text
 
 
 def test_streamed_chat_matches_the_whole_response(client: openai.OpenAI) -> None:

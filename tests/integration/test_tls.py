@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from edgespec.cli import main
 from edgespec.config import LinkConfig, Mode, ModelConfig
 from edgespec.edge.launch import start_edge
-from edgespec.edge.runtime import GenerationRequest
+from edgespec.edge.request import GenerationRequest
 from edgespec.processes import cloud_process
 from edgespec.transport.client import LinkError
 from tests.conftest import TinyPair

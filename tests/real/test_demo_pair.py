@@ -11,7 +11,7 @@ import pytest
 
 from edgespec.config import LinkConfig, Mode, ModelConfig
 from edgespec.edge.launch import start_edge
-from edgespec.edge.runtime import GenerationRequest
+from edgespec.edge.request import GenerationRequest
 from edgespec.engine.fetch import resolve_model_path
 from edgespec.processes import cloud_process
 

@@ -17,7 +17,7 @@ import torch
 from edgespec.config import LinkConfig, Mode, ModelConfig, SamplingParams
 from edgespec.edge.drafter import Drafter
 from edgespec.edge.launch import start_edge
-from edgespec.edge.runtime import GenerationRequest
+from edgespec.edge.request import GenerationRequest
 from edgespec.engine.fetch import ensure_gguf
 from edgespec.engine.registry import DEMO_DRAFT, DEMO_TARGET
 from edgespec.processes import cloud_process

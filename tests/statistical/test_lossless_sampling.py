@@ -1,6 +1,8 @@
 """The heart of the suite, part two: at temperature 0.8 and top_p 0.95, speculative sampling over
 a real cloud process gives the target's own distribution. The first three tokens of thousands of
-seeded requests are compared with the exact distribution computed from the target's logits.
+seeded requests are compared with the exact distribution computed from the target's logits, both
+for synchronous rounds (k = 3) and for pipelined drafting (k = 1 over four tokens, so the third
+token comes from a block drafted ahead whenever the first round's guess held).
 
 Seeds are fixed, so the outcome is deterministic; the power checks below show the same test
 rejects a distribution 5% (total variation) away from the target's, so passing means something.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +22,9 @@ import torch
 from scipy.stats import chisquare
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from edgespec.config import LinkConfig, Mode, ModelConfig, SamplingParams
+from edgespec.config import LinkConfig, ModelConfig, SamplingParams
 from edgespec.edge.launch import start_edge
-from edgespec.edge.runtime import GenerationRequest
+from edgespec.edge.request import GenerationRequest
 from edgespec.sampling.probs import logits_to_probs
 from tests.conftest import TinyPair
 
@@ -68,18 +71,47 @@ def marginal(dist: dict[tuple[int, ...], float], position: int) -> dict[tuple[in
     return out
 
 
-async def sample_spec(port: int, draft: Path, prompt: list[int], k: int) -> list[tuple[int, ...]]:
+@dataclass(frozen=True)
+class Scheme:
+    k: int
+    pipeline: bool
+    max_tokens: int  # the first three are tested
+
+
+SCHEMES = {"sync-k3": Scheme(3, False, 3), "pipelined-k1": Scheme(1, True, 4)}
+
+
+@dataclass
+class Samples:
+    scheme: Scheme
+    tokens: list[tuple[int, ...]]  # the first three of each request
+    lookahead_hits: int
+
+
+async def sample_spec(port: int, draft: Path, prompt: list[int], scheme: Scheme) -> Samples:
     runtime = await start_edge(ModelConfig(str(draft)), LinkConfig(port=port))
     semaphore = asyncio.Semaphore(CONCURRENCY)
+    hits = 0
 
     async def one(seed: int) -> tuple[int, ...]:
+        nonlocal hits
         params = SamplingParams(temperature=PARAMS.temperature, top_p=PARAMS.top_p, seed=seed)
-        request = GenerationRequest(prompt, 3, params, mode=Mode.SPEC, num_speculative_tokens=k, ignore_eos=True)
+        request = GenerationRequest(
+            prompt,
+            scheme.max_tokens,
+            params,
+            num_speculative_tokens=scheme.k,
+            pipeline=scheme.pipeline,
+            ignore_eos=True,
+        )
         async with semaphore:
-            return tuple(await runtime.generate(request).collect())
+            generation = runtime.generate(request)
+            tokens = await generation.collect()
+        hits += generation.stats.lookahead_hits
+        return tuple(tokens[:3])
 
     try:
-        return await asyncio.gather(*(one(seed) for seed in range(SAMPLES)))
+        return Samples(scheme, await asyncio.gather(*(one(seed) for seed in range(SAMPLES))), hits)
     finally:
         await runtime.aclose()
 
@@ -94,9 +126,22 @@ def target_dist(tiny_pair: TinyPair, prompt: list[int]) -> dict[tuple[int, ...],
     return exact_distribution(tiny_pair.target, prompt, 3)
 
 
+@pytest.fixture(scope="module", params=list(SCHEMES))
+def spec_run(request: pytest.FixtureRequest, tiny_cloud: int, tiny_pair: TinyPair, prompt: list[int]) -> Samples:
+    return asyncio.run(sample_spec(tiny_cloud, tiny_pair.draft, prompt, SCHEMES[request.param]))
+
+
 @pytest.fixture(scope="module")
-def spec_samples(tiny_cloud: int, tiny_pair: TinyPair, prompt: list[int]) -> list[tuple[int, ...]]:
-    return asyncio.run(sample_spec(tiny_cloud, tiny_pair.draft, prompt, k=3))
+def spec_samples(spec_run: Samples) -> list[tuple[int, ...]]:
+    return spec_run.tokens
+
+
+def test_blocks_drafted_ahead_are_used_exactly_when_pipelining(spec_run: Samples) -> None:
+    """Without this, the pipelined run could pass by never using what it drafted ahead."""
+    if spec_run.scheme.pipeline:
+        assert spec_run.lookahead_hits > SAMPLES // 10
+    else:
+        assert spec_run.lookahead_hits == 0
 
 
 def test_first_two_tokens_follow_the_target_jointly(spec_samples: list, target_dist: dict) -> None:

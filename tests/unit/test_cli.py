@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgespec.cli import EXIT_USAGE, _parser, main
-from edgespec.cli.serving import draft_and_k
+from edgespec.cli.serving import draft_and_k, spec_config
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -36,6 +36,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["edge", "--speculative-config", '{"model": "m", "temperature": 1}'], "unsupported keys: temperature"),
         (["edge", "--speculative-config", '{"model": "m", "num_speculative_tokens": "3"}'], "must be an integer"),
         (["edge", "--model", "m", "-k", "99"], "num_speculative_tokens"),
+        (["edge", "--model", "m", "-k", "fast"], "must be an integer or 'auto'"),
         (["edge", "--model", "m", "--port", "70000"], "port must be in"),
         (["edge", "--model", "m", "--cloud-wait-timeout", "-1"], "cloud_wait_timeout_s"),
         (["edge", "--model", "/no/such/model", "--mode", "edge", "--port", "0"], "does not exist"),
@@ -68,3 +69,12 @@ def test_vllm_style_speculative_config_names_thedraft_and_k() -> None:
     assert draft_and_k(args) == ("demo-draft", 3)
     explicit = _parser().parse_args(["edge", "--model", "mine", "-k", "5", "--speculative-config", '{"model": "x"}'])
     assert draft_and_k(explicit) == ("mine", 5)  # explicit flags win
+
+
+def test_auto_draft_length_and_pipelining_flags() -> None:
+    args = _parser().parse_args(["edge", "--model", "m", "-k", "auto", "--no-pipeline"])
+    spec = spec_config(draft_and_k(args)[1], args.pipeline)
+    assert spec.adaptive and not spec.pipeline
+    args = _parser().parse_args(["edge", "--speculative-config", '{"model": "m", "num_speculative_tokens": "auto"}'])
+    assert spec_config(draft_and_k(args)[1], args.pipeline).adaptive
+    assert _parser().parse_args(["edge", "--model", "m"]).pipeline  # on by default

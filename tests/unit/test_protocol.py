@@ -12,6 +12,7 @@ from edgespec.protocol.framing import FrameBuffer, frame
 from edgespec.protocol.messages import (
     Challenge,
     Close,
+    Decode,
     Draft,
     Error,
     ErrorCode,
@@ -35,6 +36,7 @@ def test_every_message_survives_a_round_trip() -> None:
         Open(sid=1, prompt=[1, 2], sampling=SAMPLED, max_new_tokens=5, draft=Draft([3], [SparseDist([3, 4], [9, 1])])),
         Verify(sid=1, seq=1, start=4, draft=Draft([5, 6])),
         Verdict(sid=1, seq=1, accepted=1, token=7, verify_us=10),
+        Decode(sid=1, seq=2, start=6, count=16, ignore_eos=True),
         Close(sid=1),
         Ping(nonce=3),
         Error(code=ErrorCode.UNKNOWN_SESSION, message="no", sid=9),
@@ -50,6 +52,7 @@ def test_every_message_survives_a_round_trip() -> None:
         msgspec.msgpack.encode({"t": "launch_missiles", "sid": 1}),
         msgspec.msgpack.encode({"t": "close", "sid": 1, "extra": True}),
         msgspec.msgpack.encode({"t": "close", "sid": -1}),
+        msgspec.msgpack.encode({"t": "decode", "sid": 1, "seq": 1, "start": 4, "count": 0}),
         msgspec.msgpack.encode({"t": "verify", "sid": 1, "seq": 1, "start": 0, "draft": {"tokens": [-5]}}),
         msgspec.msgpack.encode({"t": "open", "sid": 1, "prompt": [1], "max_new_tokens": 1, "sampling": {"top_p": 2.0}}),
         b"",
@@ -169,6 +172,22 @@ def test_session_table_refuses_bad_requests() -> None:
     assert _code(table.open, _open(2, prompt=[1] * 60)) is ErrorCode.CONTEXT_TOO_LONG
     assert _code(table.open, _open(2, prompt=[1, 150])) is ErrorCode.INVALID_REQUEST
     assert len(table) == 1 and table.budget.in_use == 1  # refusals leave nothing behind
+
+
+def test_decode_bursts_take_their_turn_among_rounds() -> None:
+    table = _table()
+    table.open(_open())
+    table.commit(1, 1)
+    table.decode(Decode(sid=1, seq=1, start=4, count=10))
+    table.commit(1, 7)  # the burst ended early (end of sequence): the cloud commits what it produced
+    table.verify(Verify(sid=1, seq=2, start=11, draft=Draft([5])))
+    table.commit(1, 2)
+    assert _code(table.decode, Decode(sid=1, seq=3, start=12, count=1)) is ErrorCode.OUT_OF_ORDER
+    assert _code(table.decode, Decode(sid=1, seq=4, start=13, count=1)) is ErrorCode.OUT_OF_ORDER
+    assert _code(table.decode, Decode(sid=1, seq=3, start=13, count=60)) is ErrorCode.CONTEXT_TOO_LONG
+    assert _code(table.decode, Decode(sid=9, seq=3, start=13, count=1)) is ErrorCode.UNKNOWN_SESSION
+    table.open(_open(2, cloud_decodes=True))
+    assert _code(table.decode, Decode(sid=2, seq=1, start=3, count=1)) is ErrorCode.UNEXPECTED_MESSAGE
 
 
 def test_sampled_drafts_must_carry_a_valid_distribution_per_token() -> None:

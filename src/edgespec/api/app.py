@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from edgespec.api.errors import install_handlers, unauthorized
 from edgespec.api.schemas import ChatCompletionRequest, CompletionRequest
 from edgespec.api.service import ClientGone, CompletionService, Prepared
-from edgespec.config import ApiConfig, LossPolicy
+from edgespec.config import AUTO, ApiConfig, LossPolicy
 from edgespec.edge.runtime import EdgeRuntime
 from edgespec.metrics.prometheus import EdgeMetrics
 from edgespec.transport.resilient import LinkState
@@ -47,6 +47,7 @@ def create_app(runtime: EdgeRuntime, config: ApiConfig, metrics: EdgeMetrics, mo
     @app.get("/v1/models", dependencies=guarded)
     async def models() -> dict[str, object]:
         welcome = runtime.links.welcome if runtime.links else None
+        spec = runtime.policy.spec
         card = {
             "id": model_name,
             "object": "model",
@@ -57,7 +58,8 @@ def create_app(runtime: EdgeRuntime, config: ApiConfig, metrics: EdgeMetrics, mo
             "target_numerics": welcome.numerics if welcome else None,
             "draft_numerics": runtime.engine.numerics,
             "default_mode": runtime.policy.default_mode.value,
-            "num_speculative_tokens": runtime.policy.spec.num_speculative_tokens,
+            "num_speculative_tokens": AUTO if spec.adaptive else spec.num_speculative_tokens,
+            "pipelined_drafting": spec.pipeline,
         }
         return {"object": "list", "data": [card]}
 

@@ -147,5 +147,8 @@ def usage(prompt_tokens: int, completion_tokens: int, stats: SpecStats) -> dict[
             "bytes_up": stats.bytes_up,
             "bytes_down": stats.bytes_down,
             "link_losses": stats.link_losses,
+            "cloud_burst_tokens": stats.burst_tokens,  # decoded by the cloud alone (auto, on a slow link)
+            "lookahead_hits": stats.lookahead_hits,  # rounds whose block was drafted while the last one flew
+            "lookahead_misses": stats.lookahead_misses,
         },
     }

@@ -41,7 +41,8 @@ class GenerationFields(BaseModel):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     mode: Mode | None = None  # edgespec: spec | cloud | edge for this request
-    num_speculative_tokens: int | None = Field(None, ge=0, le=64)  # edgespec: draft length for this request
+    # edgespec: draft length for this request, or "auto" (chosen round by round)
+    num_speculative_tokens: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] | None = None
     return_token_ids: StrictBool = False  # vLLM extension: token ids in each choice
 
     @property

@@ -18,7 +18,8 @@ from edgespec.api.schemas import ChatCompletionRequest, CompletionRequest, Gener
 from edgespec.api.sse import DONE, EventStream, event
 from edgespec.api.text import TextStream
 from edgespec.config import SamplingParams
-from edgespec.edge.runtime import CloudUnavailable, EdgeRuntime, Generation, GenerationRequest
+from edgespec.edge.request import Generation, GenerationRequest
+from edgespec.edge.runtime import CloudUnavailable, EdgeRuntime
 from edgespec.metrics.prometheus import EdgeMetrics
 from edgespec.protocol.messages import ErrorCode
 from edgespec.transport.client import CloudError, LinkError

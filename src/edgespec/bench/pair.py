@@ -9,7 +9,8 @@ from pathlib import Path
 
 from edgespec.config import LinkConfig, Mode, ModelConfig
 from edgespec.edge.launch import start_edge
-from edgespec.edge.runtime import EdgeRuntime, GenerationRequest
+from edgespec.edge.request import GenerationRequest
+from edgespec.edge.runtime import EdgeRuntime
 from edgespec.engine.fetch import resolve_model_path
 from edgespec.metrics.stats import SpecStats
 from edgespec.processes import cloud_process

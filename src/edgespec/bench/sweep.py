@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from edgespec.config import EdgePolicy, LinkConfig, LinkEmulation, Mode, ModelConfig
-from edgespec.edge.runtime import EdgeRuntime, GenerationRequest
+from edgespec.edge.request import GenerationRequest
+from edgespec.edge.runtime import EdgeRuntime
 from edgespec.engine.fetch import resolve_model_path
 from edgespec.engine.loading import load_engine
 from edgespec.metrics.stats import SpecStats

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from edgespec.cli.options import link_args, link_config, model_args, model_config
 from edgespec.config import (
+    AUTO,
     DEFAULT_CLOUD_PORT,
     DEFAULT_EDGE_PORT,
     ApiConfig,
@@ -81,7 +82,17 @@ def edge_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--served-model-name", help="the model name clients send (default: --model as given)")
     parser.add_argument("--api-key", help="clients must send 'Authorization: Bearer KEY' (or env EDGESPEC_API_KEY)")
     parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.SPEC.value, help="default mode")
-    parser.add_argument("--num-speculative-tokens", "-k", type=int, help="draft length (default 4)")
+    parser.add_argument(
+        "--num-speculative-tokens",
+        "-k",
+        help="draft length (default 4), or 'auto': chosen each round from the link and the models",
+    )
+    parser.add_argument(
+        "--pipeline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draft the next block while the current one is verified (default: on)",
+    )
     parser.add_argument(
         "--speculative-config",
         help='vLLM-style JSON, e.g. \'{"model": "demo-draft", "num_speculative_tokens": 3}\'',
@@ -106,7 +117,7 @@ def run_edge(args: argparse.Namespace) -> None:
         model=ModelConfig(model, device=args.device, dtype=args.dtype, threads=args.threads, engine=args.engine),
         link=link,
         policy=EdgePolicy(
-            SpecConfig(num_speculative_tokens=k),
+            spec_config(k, args.pipeline),
             default_mode=mode,
             on_cloud_loss=LossPolicy(args.on_cloud_loss),
             cloud_wait_timeout_s=args.cloud_wait_timeout,
@@ -122,9 +133,15 @@ def run_edge(args: argparse.Namespace) -> None:
     asyncio.run(serve(config))
 
 
-def draft_and_k(args: argparse.Namespace) -> tuple[str, int]:
+def spec_config(k: int | str, pipeline: bool) -> SpecConfig:
+    if k == AUTO:
+        return SpecConfig(adaptive=True, pipeline=pipeline)
+    return SpecConfig(num_speculative_tokens=int(k), pipeline=pipeline)
+
+
+def draft_and_k(args: argparse.Namespace) -> tuple[str, int | str]:
     """The draft model and k from --model/-k, or from a vLLM-style --speculative-config."""
-    model, k = args.model, args.num_speculative_tokens
+    model, k = args.model, _draft_length(args.num_speculative_tokens)
     if args.speculative_config is not None:
         try:
             spec = json.loads(args.speculative_config)
@@ -139,6 +156,16 @@ def draft_and_k(args: argparse.Namespace) -> tuple[str, int]:
         k = k if k is not None else spec.get("num_speculative_tokens")
     if not model:
         raise ValueError("a draft model is required: --model PATH_OR_ALIAS (or a model in --speculative-config)")
-    if k is not None and not isinstance(k, int):
-        raise ValueError(f"num_speculative_tokens must be an integer, got {k!r}")
+    if k is not None and not isinstance(k, int) and k != AUTO:
+        raise ValueError(f"num_speculative_tokens must be an integer or 'auto', got {k!r}")
     return str(model), SpecConfig().num_speculative_tokens if k is None else k
+
+
+def _draft_length(flag: str | None) -> int | str | None:
+    """-k as given: a number of tokens, "auto", or absent."""
+    if flag is None or flag == AUTO:
+        return flag
+    try:
+        return int(flag)
+    except ValueError:
+        raise ValueError(f"num_speculative_tokens must be an integer or 'auto', got {flag!r}") from None

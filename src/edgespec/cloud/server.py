@@ -21,7 +21,19 @@ from edgespec.metrics.prometheus import CloudMetrics
 from edgespec.protocol.codec import ProtocolError
 from edgespec.protocol.framing import HANDSHAKE_MAX_FRAME_BYTES
 from edgespec.protocol.handshake import check_hello, new_challenge
-from edgespec.protocol.messages import Close, Error, ErrorCode, Hello, Message, Open, Ping, Pong, Verify, Welcome
+from edgespec.protocol.messages import (
+    Close,
+    Decode,
+    Error,
+    ErrorCode,
+    Hello,
+    Message,
+    Open,
+    Ping,
+    Pong,
+    Verify,
+    Welcome,
+)
 from edgespec.protocol.sessions import SessionBudget, SessionTable
 from edgespec.transport.connection import ConnectionClosed, FramedConnection, SendBounds
 from edgespec.transport.tls import server_context
@@ -231,7 +243,7 @@ class EdgeConnection:
     def _route(self, message: Message) -> None:
         if isinstance(message, Open):
             self._start_session(message)
-        elif isinstance(message, Verify | Close):
+        elif isinstance(message, Verify | Decode | Close):
             self._actor(message.sid).deliver(message)
         elif isinstance(message, Ping):  # answered at once: a ping flood must not pile up tasks
             self.conn.send_nowait(Pong(nonce=message.nonce))

@@ -16,6 +16,7 @@ from edgespec.protocol.codec import ProtocolError
 from edgespec.protocol.messages import (
     MICROSECONDS_PER_SECOND,
     Close,
+    Decode,
     Draft,
     Error,
     ErrorCode,
@@ -90,6 +91,10 @@ class SessionActor:
         elif isinstance(message, Verify):
             self._table.verify(message)
             await self._round(message.seq, message.draft)
+        elif isinstance(message, Decode):
+            self._table.decode(message)
+            produced = await self._decode_alone(message.count, message.ignore_eos)
+            self._table.commit(self.sid, produced)
 
     async def _open(self, message: Open) -> None:
         self._target = self._verifier.open(message.prompt, message.sampling, message.logprobs)
@@ -97,7 +102,10 @@ class SessionActor:
         if message.colocated_k is not None:
             await self._speculate_here(message.max_new_tokens, message.ignore_eos, message.colocated_k)
         elif message.cloud_decodes:
-            await self._decode_alone(message.max_new_tokens, message.ignore_eos)
+            if message.max_new_tokens == 0:
+                await self._send(Tokens(sid=self.sid, tokens=[], done=True))
+            else:
+                await self._decode_alone(message.max_new_tokens, message.ignore_eos)
         else:
             await self._round(OPEN_SEQ, message.draft or Draft(tokens=[]))
 
@@ -118,21 +126,23 @@ class SessionActor:
         )
         self.last_active = time.monotonic()
 
-    async def _decode_alone(self, max_new_tokens: int, ignore_eos: bool) -> None:
-        """Cloud mode: decode and stream until EOS, the budget, or a Close from the edge. A decode
-        step is a round with nothing drafted (the target's own token, drawn from the same stream
-        at the same position), so cloud-mode sessions are batched like speculating ones."""
+    async def _decode_alone(self, count: int, ignore_eos: bool) -> int:
+        """Decode and stream up to `count` (≥ 1) tokens, stopping early at EOS or a Close from
+        the edge; returns how many were produced. Serves cloud mode (the whole request) and
+        Decode bursts of spec mode. A decode step is a round with nothing drafted (the target's
+        own token, drawn from the same stream at the same position), so these sessions are
+        batched like speculating ones."""
         assert self._target is not None
         nothing = Draft(tokens=[], q=None if self._target.sampling.greedy else [])
-        for produced in range(1, max_new_tokens + 1):
+        produced, done = 0, False
+        while not done:
             decoded = await self._batcher.verify(self._target, nothing)
+            produced += 1
             self._metrics.decoded_one(decoded.seconds)
-            done = produced == max_new_tokens or (decoded.token in self._eos and not ignore_eos)
+            done = produced == count or (decoded.token in self._eos and not ignore_eos) or self._close_requested
             await self._send(Tokens(sid=self.sid, tokens=[decoded.token], done=done, logprobs=decoded.logprobs))
             self.last_active = time.monotonic()
-            if done or self._close_requested:
-                return
-        await self._send(Tokens(sid=self.sid, tokens=[], done=True))  # max_new_tokens was 0
+        return produced
 
     async def _speculate_here(self, max_new_tokens: int, ignore_eos: bool, k: int) -> None:
         """Co-located mode: draft and verify in this process; stream each round's tokens."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from edgespec.config import SamplingParams
-from edgespec.engine.base import Engine, KVSession, extend
+from edgespec.engine.base import Engine, KVSession, extend, missing_tokens
 from edgespec.protocol.messages import Draft, SparseDist
 from edgespec.sampling import sparse
 from edgespec.sampling.logprobs import ScoredToken, token_logprobs
@@ -35,6 +35,13 @@ class Drafter:
             if i + 1 < k:
                 logits = self.engine.forward(kv, [token], 1)
         return Draft(tokens=tokens, q=None if sampling.greedy else dists)
+
+    def read_along(self, kv: KVSession, committed: list[int]) -> tuple[int, list[int]]:
+        """Bring the KV up to `committed` and return the draft's greedy guesses for every position
+        it just read, and the next: (position of the first guess, guesses)."""
+        missing = missing_tokens(self.engine, kv, committed, [])
+        logits = self.engine.forward(kv, missing, len(missing))
+        return len(committed) - len(missing) + 1, greedy_tokens(logits)
 
     def next_token(
         self, kv: KVSession, committed: list[int], sampling: SamplingParams, seed: int, logprobs: int | None

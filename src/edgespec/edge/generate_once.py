@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from edgespec.config import EdgePolicy, LinkConfig, ModelConfig, SamplingParams
 from edgespec.edge.launch import start_edge
-from edgespec.edge.runtime import Generation, GenerationRequest
+from edgespec.edge.request import Generation, GenerationRequest
 from edgespec.engine.tokenizer import TokenizerInfo
 
 

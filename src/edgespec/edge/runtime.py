@@ -1,5 +1,6 @@
-"""The per-request loop in each mode. Spec mode reads like the algorithm:
-draft → send → await verdict → commit → (the next draft truncates the draft's KV) → observe.
+"""The per-request loop in each mode. Spec mode's rounds live in edge/speculation.py; the
+controller that picks their draft length (one per edge, learning from every request) in
+edge/controller.py.
 
 Spec and cloud modes run through the cloud; when the link drops, the request follows its loss
 policy and, once the link is back, re-opens its session with the full context so far, so the
@@ -11,108 +12,27 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator
 
 import msgspec
 
-from edgespec.config import MAX_SEED, EdgePolicy, LossPolicy, Mode, SamplingParams
+from edgespec.config import AUTO, MAX_SEED, EdgePolicy, LossPolicy, Mode, SamplingParams
+from edgespec.edge.controller import SpecController
 from edgespec.edge.drafter import Drafter
-from edgespec.edge.stopping import FinishReason, StopChecker
-from edgespec.engine.base import Engine, KVSession
+from edgespec.edge.request import Chunk, Decoding, Generation, GenerationRequest
+from edgespec.edge.speculation import Plan, SpeculationLoop
+from edgespec.edge.stopping import StopChecker
+from edgespec.engine.base import Engine
 from edgespec.engine.tokenizer import TokenizerInfo
 from edgespec.engine.worker import ModelWorker
 from edgespec.metrics.observer import NullObserver, RuntimeObserver
 from edgespec.metrics.stats import SpecStats
-from edgespec.protocol.messages import MICROSECONDS_PER_SECOND, TokenLogprobs
 from edgespec.transport.client import CloudLink, LinkError, RemoteSession
 from edgespec.transport.resilient import ResilientLink
 
 
 class CloudUnavailable(Exception):
     """The cloud link is down and the loss policy (fail, or wait that timed out) gives up."""
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    prompt: list[int]
-    max_tokens: int
-    sampling: SamplingParams = SamplingParams()
-    mode: Mode | None = None  # None: the runtime's default mode
-    num_speculative_tokens: int | None = None  # None: the runtime's configured k
-    ignore_eos: bool = False
-    stop_token_ids: tuple[int, ...] = ()
-    logprobs: int | None = None  # report this many top tokens per output token (target's in spec/cloud mode)
-
-    def __post_init__(self) -> None:
-        if not self.prompt:
-            raise ValueError("the prompt is empty")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if self.num_speculative_tokens is not None and not 0 <= self.num_speculative_tokens <= 64:
-            raise ValueError(f"num_speculative_tokens must be in [0, 64], got {self.num_speculative_tokens}")
-        if self.logprobs is not None and self.logprobs < 0:
-            raise ValueError(f"logprobs must not be negative, got {self.logprobs}")
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Tokens committed together (one speculative round delivers several)."""
-
-    tokens: list[int]
-    logprobs: list[TokenLogprobs] | None = None  # one per token, when the request asked
-    fallback: bool = False  # drafted alone while the cloud was away: not the target's output
-
-
-@dataclass
-class Generation:
-    """A running request: iterate it for chunks; afterwards it holds the whole result."""
-
-    request: GenerationRequest
-    mode: Mode
-    stats: SpecStats
-    tokens: list[int] = field(default_factory=list)
-    logprobs: list[TokenLogprobs] = field(default_factory=list)
-    finish_reason: FinishReason | None = None
-    _chunks: AsyncGenerator[Chunk, None] | None = None
-
-    def __aiter__(self) -> AsyncIterator[Chunk]:
-        assert self._chunks is not None
-        return self._chunks
-
-    async def collect(self) -> list[int]:
-        async for _ in self:
-            pass
-        return self.tokens
-
-    async def aclose(self) -> None:
-        """Stop early; frees the cloud session and the draft's KV."""
-        assert self._chunks is not None
-        await self._chunks.aclose()
-
-
-@dataclass
-class Decoding:
-    """One request's state while it decodes, shared by the loops of its mode."""
-
-    generation: Generation
-    sampling: SamplingParams  # with a seed: both sides draw from the same streams
-    stop: StopChecker
-    kv: KVSession  # the draft's cache
-    context: list[int]  # the prompt, then every committed token (fallback tokens too)
-
-    @property
-    def request(self) -> GenerationRequest:
-        return self.generation.request
-
-    @property
-    def stats(self) -> SpecStats:
-        return self.generation.stats
-
-    @property
-    def seed(self) -> int:
-        assert self.sampling.seed is not None
-        return self.sampling.seed
 
 
 class EdgeRuntime:
@@ -128,6 +48,9 @@ class EdgeRuntime:
         owns_engine: bool = True,  # False: the engine outlives this runtime (a benchmark reusing it)
     ) -> None:
         self.drafter = Drafter(engine, policy.spec.draft_support)
+        self.controller = SpecController(
+            policy.spec.max_adaptive_k, policy.spec.pipeline, start_k=policy.spec.num_speculative_tokens
+        )
         self.owns_engine = owns_engine
         self.engine = engine
         self.links = links
@@ -266,34 +189,22 @@ class EdgeRuntime:
             return self._speculate(state, session)
         return self._cloud_decode(state, session)
 
-    async def _speculate(self, state: Decoding, session: RemoteSession) -> AsyncGenerator[Chunk, None]:
-        """Rounds on one cloud session, opened with the context so far (the prompt, or more after a loss)."""
-        request, stats = state.request, state.stats
-        k_wanted = self._k(request)
-        opening = True
-        while True:
-            k = min(k_wanted, state.stop.remaining - 1, session.link.welcome.limits.max_k)
-            drafted_at = time.perf_counter()
-            draft = await self.worker.run(self.drafter.propose, state.kv, state.context, k, state.sampling, state.seed)
-            sent_at = time.perf_counter()
-            stats.draft_s += sent_at - drafted_at
-            self.observer.draft_time(sent_at - drafted_at)
-            if opening:
-                verdict = await session.first_round(
-                    state.context, state.sampling, state.stop.remaining, draft, request.logprobs
-                )
-                opening = False
-            else:
-                verdict = await session.round(len(state.context), draft)
-            network_s, verify_s = time.perf_counter() - sent_at, verdict.verify_us / MICROSECONDS_PER_SECOND
-            stats.record_round(k, verdict.accepted, network_s, verify_s)
-            self.observer.round(k, verdict.accepted, network_s, verify_s)
-            yield Chunk([*draft.tokens[: verdict.accepted], verdict.token], verdict.logprobs)
+    def _speculate(self, state: Decoding, session: RemoteSession) -> AsyncGenerator[Chunk, None]:
+        request, spec = state.request, self.policy.spec
+        k = spec.num_speculative_tokens if request.num_speculative_tokens is None else request.num_speculative_tokens
+        adaptive = k == AUTO or (request.num_speculative_tokens is None and spec.adaptive)
+        plan = Plan(
+            k=None if adaptive else int(k),
+            pipeline=spec.pipeline if request.pipeline is None else request.pipeline,
+            max_k=session.link.welcome.limits.max_k,
+        )
+        loop = SpeculationLoop(state, session, plan, self.drafter, self.worker, self.controller, self.observer)
+        return loop.chunks()
 
     async def _cloud_decode(self, state: Decoding, session: RemoteSession) -> AsyncGenerator[Chunk, None]:
         """Cloud or co-located mode: the cloud streams what it decodes or speculates on its own."""
         request, stats = state.request, state.stats
-        colocated_k = self._k(request) if state.generation.mode is Mode.COLOCATED else None
+        colocated_k = self._colocated_k(request) if state.generation.mode is Mode.COLOCATED else None
         stream = session.stream(
             state.context, state.sampling, state.stop.remaining, request.ignore_eos, request.logprobs, colocated_k
         )
@@ -302,9 +213,10 @@ class EdgeRuntime:
             stats.target_forwards += 1 if colocated_k is not None else len(message.tokens)
             yield Chunk(message.tokens, message.logprobs)
 
-    def _k(self, request: GenerationRequest) -> int:
+    def _colocated_k(self, request: GenerationRequest) -> int:
+        """Co-located mode speculates in the cloud with a fixed k: the request's, else the edge's."""
         k = request.num_speculative_tokens
-        return self.policy.spec.num_speculative_tokens if k is None else k
+        return self.policy.spec.num_speculative_tokens if k is None or k == AUTO else int(k)
 
     async def _draft_token(self, state: Decoding, fallback: bool) -> Chunk:
         started = time.perf_counter()

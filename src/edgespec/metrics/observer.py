@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from edgespec.edge.controller import Snapshot, Step
 from edgespec.metrics.stats import SpecStats
 
 
@@ -14,6 +15,8 @@ class RuntimeObserver(Protocol):
     def tokens(self, count: int, gap_s: float) -> None: ...
     def fallback_tokens(self, count: int) -> None: ...
     def request_done(self, stats: SpecStats, finish_reason: str) -> None: ...
+    def decision(self, step: Step, estimates: Snapshot) -> None: ...
+    def lookahead(self, confirmed: bool) -> None: ...
 
 
 class NullObserver:
@@ -35,4 +38,10 @@ class NullObserver:
         pass
 
     def request_done(self, stats: SpecStats, finish_reason: str) -> None:
+        pass
+
+    def decision(self, step: Step, estimates: Snapshot) -> None:
+        pass
+
+    def lookahead(self, confirmed: bool) -> None:
         pass

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from edgespec.edge.controller import Snapshot, Step
 from edgespec.metrics.stats import SpecStats
 
 prometheus_client.disable_created_metrics()  # `_created` series double the output and nobody reads them
@@ -71,6 +72,11 @@ class EdgeMetrics:
         self.requests = counter("request_success", "Finished requests", ("mode", "finish_reason"))
         self.link_up_gauge = Gauge(PREFIX + "link_up", "1 while the link to the cloud is up", registry=registry)
         self.running = Gauge(PREFIX + "num_requests_running", "Requests being generated", registry=registry)
+        self.burst_tokens = counter("cloud_burst_tokens", "Tokens the cloud decoded alone in spec mode (slow link)")
+        self.lookahead_rounds = counter(
+            "lookahead_rounds", "Rounds with a block drafted ahead, by outcome", ("result",)
+        )
+        self.controller = ControllerMetrics(registry)
 
     # --- RuntimeObserver
     def round(self, drafted: int, accepted: int, network_s: float, verify_s: float) -> None:
@@ -92,8 +98,15 @@ class EdgeMetrics:
     def fallback_tokens(self, count: int) -> None:
         self.fallback.inc(count)
 
+    def decision(self, step: Step, estimates: Snapshot) -> None:
+        self.controller.decision(step, estimates)
+
+    def lookahead(self, confirmed: bool) -> None:
+        self.lookahead_rounds.labels(result="hit" if confirmed else "miss").inc()
+
     def request_done(self, stats: SpecStats, finish_reason: str) -> None:
         self.e2e.observe(stats.wall_s)
+        self.burst_tokens.inc(stats.burst_tokens)
         self.bytes_sent.inc(stats.bytes_up)
         self.bytes_received.inc(stats.bytes_down)
         self.cloud_forwards.inc(stats.target_forwards)
@@ -115,6 +128,30 @@ class EdgeMetrics:
 
     def rtt(self, seconds: float) -> None:
         self.rtt_seconds.observe(seconds)
+
+
+class ControllerMetrics:
+    """What `--num-speculative-tokens auto` decided, and the estimates it decided on."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        name = PREFIX + "spec_controller_"
+        self.decisions = Counter(name + "decisions", "Choices: a draft length, or cloud", ["choice"], registry=registry)
+        self.k = Gauge(name + "k", "The latest choice's draft length (0: the cloud decodes)", registry=registry)
+        self.predicted = Gauge(name + "predicted_tokens_per_second", "Latest choice's prediction", registry=registry)
+        self.estimate = Gauge(name + "estimate_seconds", "Moving estimates of time", ["quantity"], registry=registry)
+        self.acceptance = Gauge(name + "acceptance", "Acceptance by position", ["position"], registry=registry)
+
+    def decision(self, step: Step, estimates: Snapshot) -> None:
+        self.decisions.labels(choice=step.label).inc()
+        self.k.set(step.k)
+        if step.predicted_tokens_per_s is not None:
+            self.predicted.set(step.predicted_tokens_per_s)
+        times = {"round_trip": estimates.round_trip_s, "draft_token": estimates.draft_token_s}
+        for quantity, seconds in (times | {"decode_step": estimates.decode_step_s}).items():
+            if seconds is not None:
+                self.estimate.labels(quantity=quantity).set(seconds)
+        for position, alpha in enumerate(estimates.acceptance, start=1):
+            self.acceptance.labels(position=str(position)).set(alpha)
 
 
 class CloudMetrics:

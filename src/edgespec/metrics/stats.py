@@ -26,6 +26,9 @@ class SpecStats:
     wall_s: float = 0.0
     fallback_tokens: int = 0  # produced by the draft alone while the cloud was away: not the target's
     link_losses: int = 0  # times this request lost its cloud session and re-opened it
+    burst_tokens: int = 0  # decoded by the cloud alone in spec mode's bursts (a slow link)
+    lookahead_hits: int = 0  # rounds whose next block had been drafted ahead and held
+    lookahead_misses: int = 0  # rounds whose drafted-ahead block was dropped
 
     def record_round(self, drafted: int, accepted: int, network_s: float, verify_s: float) -> None:
         self.rounds += 1
@@ -38,6 +41,16 @@ class SpecStats:
             self.accepted_per_position += [0] * (drafted - len(self.accepted_per_position))
         for position in range(accepted):
             self.accepted_per_position[position] += 1
+
+    def record_burst(self, tokens: int) -> None:
+        self.burst_tokens += tokens
+        self.target_forwards += tokens
+
+    def record_lookahead(self, confirmed: bool) -> None:
+        if confirmed:
+            self.lookahead_hits += 1
+        else:
+            self.lookahead_misses += 1
 
     def add(self, other: SpecStats) -> None:
         """Accumulate another request's statistics (for totals over several requests)."""
@@ -95,6 +108,9 @@ _SUMMED = (
     "wall_s",
     "fallback_tokens",
     "link_losses",
+    "burst_tokens",
+    "lookahead_hits",
+    "lookahead_misses",
 )
 
 

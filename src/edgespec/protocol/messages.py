@@ -140,8 +140,20 @@ class Verdict(Base, frozen=True, tag="verdict"):
     logprobs: list[TokenLogprobs] | None = None  # one per committed token, when the Open asked
 
 
+class Decode(Base, frozen=True, tag="decode"):
+    """A spec-mode session hands the cloud the pen for a while: decode up to `count` tokens from
+    absolute position `start` and stream them as Tokens frames, the last with `done`. The edge
+    sends it when cloud decoding beats speculation (a slow link); the next Verify follows on."""
+
+    sid: SessionId
+    seq: Count
+    start: Count
+    count: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+    ignore_eos: bool = False
+
+
 class Tokens(Base, frozen=True, tag="tokens"):
-    """Cloud mode: tokens the cloud decoded; `done` ends the stream."""
+    """Cloud mode (or a Decode burst): tokens the cloud decoded; `done` ends the stream."""
 
     sid: SessionId
     tokens: list[TokenId]
@@ -167,4 +179,4 @@ class Error(Base, frozen=True, tag="error"):
     sid: SessionId | None = None
 
 
-Message = Challenge | Hello | Welcome | Open | Verify | Verdict | Tokens | Close | Ping | Pong | Error
+Message = Challenge | Hello | Welcome | Open | Verify | Verdict | Decode | Tokens | Close | Ping | Pong | Error

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from edgespec.config import Limits, SamplingParams
 from edgespec.protocol.codec import ProtocolError
-from edgespec.protocol.messages import Draft, ErrorCode, Open, Verify
+from edgespec.protocol.messages import Decode, Draft, ErrorCode, Open, Verify
 
 OPEN_SEQ = 0  # the Open's verdict carries seq 0; Verify rounds count from 1
 
@@ -68,17 +68,14 @@ class SessionTable:
         return state
 
     def verify(self, msg: Verify) -> SessionState:
-        state = self.get(msg.sid)
-        if state.cloud_decodes:
-            raise ProtocolError(ErrorCode.UNEXPECTED_MESSAGE, "Verify on a session the cloud decodes", msg.sid)
-        if msg.seq != state.next_seq or msg.start != state.context_len:
-            raise ProtocolError(
-                ErrorCode.OUT_OF_ORDER,
-                f"expected seq {state.next_seq} at position {state.context_len}, "
-                f"got seq {msg.seq} at position {msg.start}",
-                msg.sid,
-            )
+        state = self._next_round(msg)
         self._check_draft(msg.sid, msg.draft, state.sampling, state.context_len)
+        return state
+
+    def decode(self, msg: Decode) -> SessionState:
+        state = self._next_round(msg)
+        if state.context_len + msg.count > self.limits.max_context:
+            raise ProtocolError(ErrorCode.CONTEXT_TOO_LONG, "the decode burst runs past the cloud's context", msg.sid)
         return state
 
     def commit(self, sid: int, new_tokens: int) -> None:
@@ -99,6 +96,22 @@ class SessionTable:
             return False
         self.budget.release()
         return True
+
+    def _next_round(self, msg: Verify | Decode) -> SessionState:
+        """The session, if `msg` is its next round in order (spec mode only)."""
+        state = self.get(msg.sid)
+        if state.cloud_decodes:
+            raise ProtocolError(
+                ErrorCode.UNEXPECTED_MESSAGE, f"{type(msg).__name__} on a session the cloud decodes", msg.sid
+            )
+        if msg.seq != state.next_seq or msg.start != state.context_len:
+            raise ProtocolError(
+                ErrorCode.OUT_OF_ORDER,
+                f"expected seq {state.next_seq} at position {state.context_len}, "
+                f"got seq {msg.seq} at position {msg.start}",
+                msg.sid,
+            )
+        return state
 
     def _check_prompt(self, msg: Open) -> None:
         if not msg.prompt:

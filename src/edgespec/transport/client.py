@@ -10,13 +10,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from edgespec.config import LinkConfig, SamplingParams
+from edgespec.config import LinkConfig, LinkEmulation, SamplingParams
 from edgespec.protocol.codec import ProtocolError
 from edgespec.protocol.framing import HANDSHAKE_MAX_FRAME_BYTES
 from edgespec.protocol.handshake import answer_challenge, check_welcome
 from edgespec.protocol.messages import (
     Challenge,
     Close,
+    Decode,
     Draft,
     Error,
     Message,
@@ -95,6 +96,12 @@ class CloudLink:
         await self._lost.wait()
         assert self._closed_reason is not None
         return self._closed_reason
+
+    def retune(self, emulation: LinkEmulation) -> None:
+        """Change an emulated link's RTT, bandwidth or loss mid-run (benchmarks of adaptation)."""
+        if not isinstance(self._conn, EmulatedConnection):
+            raise LinkError("this link is not emulated; start it with link emulation to retune it")
+        self._conn.retune(emulation)
 
     def session(self) -> RemoteSession:
         sid = next(self._ids)
@@ -207,20 +214,27 @@ class RemoteSession:
         self.sid = sid
         self.bytes_up = 0
         self.bytes_down = 0
-        self._seq = 0
+        self._seq = 0  # of the latest round or burst sent (the Open is 0)
+        self._answered = 0  # rounds and bursts fully answered, so the seq of the next verdict
         self._opened = False
 
     async def first_round(
         self, prompt: list[int], sampling: SamplingParams, max_new_tokens: int, draft: Draft, logprobs: int | None
     ) -> Verdict:
         """Open in spec mode: the cloud prefills the prompt and verifies the first block."""
+        await self.open_round(prompt, sampling, max_new_tokens, draft, logprobs)
+        return await self.verdict()
+
+    async def open_round(
+        self, prompt: list[int], sampling: SamplingParams, max_new_tokens: int, draft: Draft, logprobs: int | None
+    ) -> None:
+        """Send the spec-mode Open without waiting for its verdict (`verdict()` reads it)."""
         await self._open(prompt, sampling, max_new_tokens, draft=draft, logprobs=logprobs)
-        return await self._verdict()
 
     async def round(self, start: int, draft: Draft) -> Verdict:
         self._seq += 1
         await self._send(Verify(sid=self.sid, seq=self._seq, start=start, draft=draft))
-        return await self._verdict()
+        return await self.verdict()
 
     async def stream(
         self,
@@ -234,13 +248,20 @@ class RemoteSession:
         """Cloud mode (or, with colocated_k, co-located speculation): the cloud streams its tokens."""
         options = {"ignore_eos": ignore_eos, "logprobs": logprobs, "colocated_k": colocated_k}
         await self._open(prompt, sampling, max_new_tokens, cloud_decodes=True, **options)
-        while True:
-            message = await self._receive()
-            if not isinstance(message, Tokens):
-                raise LinkError(f"expected Tokens, got {type(message).__name__}")
+        async for message in self._tokens_until_done():
             yield message
-            if message.done:
-                return
+
+    async def request_burst(self, start: int, count: int, ignore_eos: bool) -> None:
+        """Spec mode: ask the cloud to decode up to `count` tokens from position `start` on its
+        own; `burst()` reads them. May follow an unanswered `open_round` at once: the cloud
+        handles a session's messages in order."""
+        self._seq += 1
+        await self._send(Decode(sid=self.sid, seq=self._seq, start=start, count=count, ignore_eos=ignore_eos))
+
+    async def burst(self) -> AsyncIterator[Tokens]:
+        async for message in self._tokens_until_done():
+            yield message
+        self._answered += 1
 
     def close(self) -> None:
         """Free the session on the cloud; best effort when the link is already down. Synchronous,
@@ -264,8 +285,19 @@ class RemoteSession:
             raise CloudError(message)
         return message
 
-    async def _verdict(self) -> Verdict:
+    async def _tokens_until_done(self) -> AsyncIterator[Tokens]:
+        while True:
+            message = await self._receive()
+            if not isinstance(message, Tokens):
+                raise LinkError(f"expected Tokens, got {type(message).__name__}")
+            yield message
+            if message.done:
+                return
+
+    async def verdict(self) -> Verdict:
+        """The verdict of the oldest unanswered round."""
         message = await self._receive()
-        if not isinstance(message, Verdict) or message.seq != self._seq:
-            raise LinkError(f"expected the verdict of round {self._seq}, got {message!r}")
+        if not isinstance(message, Verdict) or message.seq != self._answered:
+            raise LinkError(f"expected the verdict of round {self._answered}, got {message!r}")
+        self._answered += 1
         return message

@@ -22,14 +22,14 @@ class Direction:
     """One way of the emulated link: a serialising queue, then propagation delay."""
 
     def __init__(self, emulation: LinkEmulation, rng: random.Random) -> None:
-        self._emulation = emulation
+        self.emulation = emulation
         self._rng = rng
         self._free_at = 0.0  # when the sender's side of the link finishes its current frame
         self._last_arrival = 0.0
 
     def arrival(self, now: float, size: int) -> float:
         """When a frame of `size` bytes handed over at `now` arrives at the other end."""
-        em = self._emulation
+        em = self.emulation
         start = max(now, self._free_at)
         self._free_at = start + (size * BITS_PER_BYTE / (em.bandwidth_mbit * 1e6) if em.bandwidth_mbit else 0.0)
         delay = max(0.0, self._rng.gauss(em.rtt_ms / 2, em.jitter_ms / 2**0.5) * MS)
@@ -55,6 +55,10 @@ class EmulatedConnection:
 
     def set_max_frame_bytes(self, limit: int) -> None:
         self._inner.set_max_frame_bytes(limit)
+
+    def retune(self, emulation: LinkEmulation) -> None:
+        """The link changes from now on (a route change); frames in flight keep their arrival times."""
+        self._up.emulation = self._down.emulation = emulation
 
     async def send(self, message: Message) -> int:
         return self.send_nowait(message)
