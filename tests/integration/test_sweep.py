@@ -1,5 +1,6 @@
-"""A reduced sweep on the tiny pair: every mode, two RTTs, two draft lengths; the report, results
-JSON and plots are written and say what the model predicts beside each measured cell."""
+"""A reduced sweep on the tiny pair: every mode and drafting scheme, two RTTs, two draft lengths;
+the report, results JSON and plots are written and say what the model predicts beside each
+measured cell, and how auto and pipelining compare with fixed draft lengths."""
 
 from __future__ import annotations
 
@@ -22,18 +23,28 @@ def results(tiny_pair: TinyPair, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def test_every_cell_is_measured_once(results: Path) -> None:
     cells = json.loads((results / "results.json").read_text())["cells"]
-    keys = sorted((c["rtt_ms"], c["mode"], c["k"]) for c in cells)
-    expected = [(0.0, "edge", 0)] + [
-        (rtt, mode, k) for rtt in (0.0, 30.0) for mode in ("cloud", "colocated", "spec") for k in (1, 2)
-    ]
-    expected = sorted({(rtt, mode, 0 if mode == "cloud" else k) for rtt, mode, k in expected})
-    assert keys == expected
+    keys = sorted((c["rtt_ms"], c["mode"], c["k"], c["drafting"]) for c in cells)
+    expected = [(0.0, "edge", 0, "sync")]
+    for rtt in (0.0, 30.0):
+        expected += [(rtt, "cloud", 0, "sync"), (rtt, "spec", 0, "auto")]
+        expected += [(rtt, mode, k, "sync") for mode in ("colocated", "spec") for k in (1, 2)]
+        expected += [(rtt, "spec", k, "pipelined") for k in (1, 2)]
+    assert keys == sorted(expected)
     assert {c["output_tokens"] for c in cells} == {16}
+
+
+def test_pipelined_cells_draft_ahead_and_auto_cells_decide(results: Path) -> None:
+    cells = json.loads((results / "results.json").read_text())["cells"]
+    pipelined = [c for c in cells if c["drafting"] == "pipelined"]
+    assert all(c["lookahead_hits"] + c["lookahead_misses"] > 0 for c in pipelined)
+    assert all(c["lookahead_hits"] + c["lookahead_misses"] == 0 for c in cells if c["drafting"] == "sync")
+    auto = [c for c in cells if c["drafting"] == "auto"]
+    assert all(c["rounds"] + c["burst_tokens"] > 0 for c in auto)
 
 
 def test_speculation_pays_the_rtt_each_round_as_the_model_says(results: Path) -> None:
     cells = json.loads((results / "results.json").read_text())["cells"]
-    spec = {(c["rtt_ms"], c["k"]): c for c in cells if c["mode"] == "spec"}
+    spec = {(c["rtt_ms"], c["k"]): c for c in cells if c["mode"] == "spec" and c["drafting"] == "sync"}
     for k in (1, 2):
         near, far = spec[(0.0, k)], spec[(30.0, k)]
         assert far["tokens_per_s"] < near["tokens_per_s"]
@@ -46,8 +57,10 @@ def test_speculation_pays_the_rtt_each_round_as_the_model_says(results: Path) ->
 
 def test_the_report_and_plots_are_written(results: Path) -> None:
     report = (results / "report.md").read_text()
-    assert "| RTT ms | mode | k | tok/s | model tok/s |" in report and "rossover" in report
-    for plot in ("tokens_per_s_vs_rtt", "ttft_vs_rtt", "acceptance_per_position", "cloud_forwards_per_token"):
+    assert "| RTT ms | cell | tok/s | model tok/s |" in report and "rossover" in report
+    assert "| RTT ms | best fixed | tok/s | cloud tok/s | auto tok/s | auto vs best fixed |" in report
+    plots = ("tokens_per_s_vs_rtt", "ttft_vs_rtt", "acceptance_per_position", "cloud_forwards_per_token")
+    for plot in (*plots, "strategies_vs_rtt"):
         assert (results / f"{plot}.png").stat().st_size > 10_000
         assert f"({plot}.png)" in report
 

@@ -7,7 +7,7 @@ import statistics
 from dataclasses import dataclass
 
 from edgespec.bench.model import SpecTiming, alpha_from_mean_length, crossover_rtt_s
-from edgespec.bench.sweep import Cell
+from edgespec.bench.sweep import Cell, Drafting
 from edgespec.config import Mode
 
 MS = 1e-3
@@ -32,14 +32,14 @@ class Analysis:
 def analyse(cells: list[Cell]) -> Analysis:
     spec: dict[int, list[Cell]] = {}
     for cell in cells:
-        if cell.mode is Mode.SPEC:
+        if _modelled_spec(cell):
             spec.setdefault(cell.k, []).append(cell)
     timings = {k: _calibrate(k_cells) for k, k_cells in spec.items()}
     cloud = [cell for cell in cells if cell.mode is Mode.CLOUD]
     decode_s = statistics.median(_decode_s(cell) for cell in cloud) if cloud else None
     predicted: dict[int, float] = {}
     for cell in cells:
-        if cell.mode is Mode.SPEC:
+        if _modelled_spec(cell):
             predicted[id(cell)] = timings[cell.k].tokens_per_s(cell.rtt_ms * MS)
         elif cell.mode is Mode.CLOUD and decode_s is not None:
             # streaming: the RTT is paid once per request, not per token
@@ -49,6 +49,11 @@ def analyse(cells: list[Cell]) -> Analysis:
     if decode_s is not None and timings:
         crossover = crossover_rtt_s(list(timings.values()), decode_s) / MS
     return Analysis(timings, decode_s, predicted, crossover)
+
+
+def _modelled_spec(cell: Cell) -> bool:
+    """The analytical model describes synchronous rounds of a fixed k."""
+    return cell.mode is Mode.SPEC and cell.drafting is Drafting.SYNC
 
 
 def _calibrate(cells: list[Cell]) -> SpecTiming:

@@ -1,4 +1,4 @@
-"""`edgespec bench protocol | pair | engines | verifier | sweep | serve | load`."""
+"""`edgespec bench protocol | pair | engines | verifier | sweep | adapt | serve | load`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 
+from edgespec.bench.adapt_cli import add_adapt_args
 from edgespec.bench.load_cli import add_load_args
 from edgespec.bench.serve.cli import add_serve_args
 
@@ -35,6 +36,11 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--rtt-ms", default="0,10,25,50,100,200", help="comma-separated round-trip times")
     sweep.add_argument("--k", default="1,2,4,8", help="comma-separated draft lengths")
     sweep.add_argument("--modes", default="spec,cloud,edge,colocated", help="comma-separated modes")
+    sweep.add_argument(
+        "--drafting",
+        default="sync,pipelined,auto",
+        help="spec mode's drafting schemes, comma-separated: sync, pipelined, auto (the controller picks k)",
+    )
     sweep.add_argument("--max-tokens", type=int, default=48)
     sweep.add_argument("--prompts", type=int, default=2, help="how many of the built-in prompts per cell")
     sweep.add_argument("--draft", default="demo-draft")
@@ -45,6 +51,8 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--no-pin", action="store_true", help="do not pin cloud and edge to one core each")
     sweep.add_argument("--out", default="sweep-results", help="folder for results.json, report.md and plots")
     sweep.add_argument("--report-from", metavar="DIR", help="re-analyse DIR/results.json; rewrite its report and plots")
+    adapt = kinds.add_parser("adapt", help="auto's draft length through a step in RTT, against fixed k and cloud")
+    add_adapt_args(adapt)
     serve = kinds.add_parser("serve", help="load generator for an OpenAI-compatible server (vllm bench serve's flags)")
     add_serve_args(serve)
     load = kinds.add_parser("load", help="soak test: one cloud, N edges, many streams for minutes; checks leaks")
@@ -58,6 +66,7 @@ _RUNNERS = {
     "verifier": ("edgespec.bench.verifier", "main"),
     "load": ("edgespec.bench.load_cli", "run_load_command"),
     "sweep": ("edgespec.bench.sweep_cli", "run_sweep_command"),
+    "adapt": ("edgespec.bench.adapt_cli", "run_adapt_command"),
 }
 
 

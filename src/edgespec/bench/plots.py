@@ -11,7 +11,8 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 
 from edgespec.bench.analysis import Analysis
-from edgespec.bench.sweep import Cell
+from edgespec.bench.strategies import compare
+from edgespec.bench.sweep import Cell, Drafting
 from edgespec.config import Mode
 
 PALETTE_SIZE = 10
@@ -19,23 +20,25 @@ STYLE = {Mode.SPEC: "-", Mode.COLOCATED: ":", Mode.CLOUD: "-", Mode.EDGE: "--"}
 
 
 def write_plots(cells: list[Cell], analysis: Analysis, out: Path) -> list[Path]:
-    return [
+    plots = [
         _throughput(cells, analysis, out / "tokens_per_s_vs_rtt.png"),
         _ttft(cells, out / "ttft_vs_rtt.png"),
         _acceptance(cells, out / "acceptance_per_position.png"),
         _forwards(cells, out / "cloud_forwards_per_token.png"),
     ]
+    if any(cell.drafting is not Drafting.SYNC for cell in cells):
+        plots.append(_strategies(cells, out / "strategies_vs_rtt.png"))
+    return plots
 
 
-def _series(cells: list[Cell]) -> dict[tuple[Mode, int], list[Cell]]:
-    series: dict[tuple[Mode, int], list[Cell]] = {}
+def _series(cells: list[Cell], drafting: tuple[Drafting, ...] = (Drafting.SYNC,)) -> dict[str, list[Cell]]:
+    """Cells by label, one line each; only the given drafting schemes (the default plots show
+    synchronous rounds, as the model does; the strategies plot the rest)."""
+    series: dict[str, list[Cell]] = {}
     for cell in cells:
-        series.setdefault((cell.mode, cell.k), []).append(cell)
+        if cell.drafting in drafting:
+            series.setdefault(cell.label, []).append(cell)
     return series
-
-
-def _label(mode: Mode, k: int) -> str:
-    return f"{mode.value} k={k}" if mode in (Mode.SPEC, Mode.COLOCATED) else mode.value
 
 
 def _throughput(cells: list[Cell], analysis: Analysis, path: Path) -> Path:
@@ -43,14 +46,15 @@ def _throughput(cells: list[Cell], analysis: Analysis, path: Path) -> Path:
     rtts = sorted({cell.rtt_ms for cell in cells})
     shown = [cell.tokens_per_s for cell in cells if cell.mode is not Mode.EDGE]
     top = max(shown, default=1.0) * 1.3
-    for (mode, k), line in _series(cells).items():
+    for label, line in _series(cells).items():
+        mode = line[0].mode
         if mode is Mode.EDGE:  # the draft alone never touches the link; often far above the rest
             value = line[0].tokens_per_s
             axes.plot(rtts, [min(value, top * 0.97)] * len(rtts), "--", color="gray", label=f"edge alone: {value:.2f}")
             continue
-        color = _color(mode, k)
+        color = _color(mode, line[0].k)
         axes.plot([c.rtt_ms for c in line], [c.tokens_per_s for c in line], STYLE[mode], marker="o", color=color,
-                  label=_label(mode, k))  # fmt: skip
+                  label=label)  # fmt: skip
         predicted = [(c.rtt_ms, analysis.prediction(c)) for c in line if analysis.prediction(c) is not None]
         if predicted:
             axes.plot(*zip(*predicted, strict=True), linestyle=(0, (2, 2)), color=color, alpha=0.6)
@@ -71,14 +75,10 @@ def _color(mode: Mode, k: int) -> str:
 
 def _ttft(cells: list[Cell], path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(8, 5))
-    for (mode, k), line in _series(cells).items():
-        if mode is not Mode.EDGE:
+    for label, line in _series(cells).items():
+        if line[0].mode is not Mode.EDGE:
             axes.plot(
-                [c.rtt_ms for c in line],
-                [c.ttft_s * 1000 for c in line],
-                STYLE[mode],
-                marker="o",
-                label=_label(mode, k),
+                [c.rtt_ms for c in line], [c.ttft_s * 1000 for c in line], STYLE[line[0].mode], marker="o", label=label
             )
     axes.set(xlabel="round-trip time (ms)", ylabel="mean time to first token (ms)", title="TTFT vs RTT")
     axes.legend(fontsize=8)
@@ -88,7 +88,7 @@ def _ttft(cells: list[Cell], path: Path) -> Path:
 def _acceptance(cells: list[Cell], path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(8, 5))
     base = min(cell.rtt_ms for cell in cells)
-    spec = [c for c in cells if c.mode is Mode.SPEC and c.rtt_ms == base]
+    spec = [c for c in cells if c.mode is Mode.SPEC and c.drafting is Drafting.SYNC and c.rtt_ms == base]
     width = 0.8 / max(len(spec), 1)
     for i, cell in enumerate(spec):
         rates = [accepted / cell.stats.rounds for accepted in cell.stats.accepted_per_position]
@@ -103,9 +103,33 @@ def _forwards(cells: list[Cell], path: Path) -> Path:
     base = min(cell.rtt_ms for cell in cells)
     shown = [c for c in cells if c.rtt_ms == base and c.mode is not Mode.EDGE]
     values = [c.stats.target_forwards_per_token or 0.0 for c in shown]
-    axes.bar([_label(c.mode, c.k) for c in shown], values)
+    axes.bar([c.label for c in shown], values)
     axes.set(ylabel="cloud forward passes per output token", title="Cloud work per output token")
     axes.tick_params(axis="x", rotation=45)
+    return _save(figure, path)
+
+
+def _strategies(cells: list[Cell], path: Path) -> Path:
+    """Per RTT: the best synchronous k, the best pipelined k, auto, and cloud decoding."""
+    figure, axes = plt.subplots(figsize=(8, 5))
+    rows = compare(cells)
+    rtts = [row.rtt_ms for row in rows]
+
+    def best(drafting: Drafting) -> list[float]:
+        return [
+            max((c.tokens_per_s for c in cells if c.rtt_ms == rtt and c.mode is Mode.SPEC and c.drafting is drafting),
+                default=float("nan"))
+            for rtt in rtts
+        ]  # fmt: skip
+
+    axes.plot(rtts, best(Drafting.SYNC), "-o", color="C0", label="best fixed k, synchronous")
+    axes.plot(rtts, best(Drafting.PIPELINED), "-o", color="C2", label="best fixed k, pipelined")
+    axes.plot(rtts, best(Drafting.AUTO), "-s", color="C3", linewidth=2.5, label="auto (k and mode chosen online)")
+    axes.plot(rtts, [r.cloud.tokens_per_s if r.cloud else float("nan") for r in rows], "-o", color="black",
+              label="cloud decoding")  # fmt: skip
+    axes.set(xlabel="round-trip time (ms)", ylabel="output tokens/s", title="Drafting strategies vs RTT")
+    axes.set_ylim(bottom=0)
+    axes.legend(fontsize=8)
     return _save(figure, path)
 
 

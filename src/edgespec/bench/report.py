@@ -11,8 +11,8 @@ from pathlib import Path
 
 from edgespec.bench.analysis import Analysis
 from edgespec.bench.plots import write_plots
-from edgespec.bench.sweep import Cell, SweepPlan
-from edgespec.config import Mode
+from edgespec.bench.strategies import AtRtt, compare
+from edgespec.bench.sweep import Cell, Drafting, SweepPlan
 
 
 def write_report(
@@ -24,7 +24,8 @@ def write_report(
     (out / "results.json").write_text(json.dumps(_results(plan, cells, analysis, where), indent=1))
     plots = write_plots(cells, analysis, out)
     report = out / "report.md"
-    report.write_text("\n".join([*_header(plan, where), *_table(cells, analysis), *_model(analysis), *_figures(plots)]))
+    sections = [_header(plan, where), _strategies(compare(cells)), _table(cells, analysis), _model(analysis)]
+    report.write_text("\n".join([line for section in sections for line in section] + _figures(plots)))
     return report
 
 
@@ -43,7 +44,7 @@ def _cpuinfo() -> list[str]:
 def _results(plan: SweepPlan, cells: list[Cell], analysis: Analysis, where: str) -> dict[str, object]:
     return {
         "machine": where,
-        "plan": asdict(plan) | {"modes": [m.value for m in plan.modes]},
+        "plan": asdict(plan) | {"modes": [m.value for m in plan.modes], "drafting": [d.value for d in plan.drafting]},
         "cells": [cell.as_dict() | {"predicted_tokens_per_s": analysis.prediction(cell)} for cell in cells],
         "calibration": {k: asdict(timing) for k, timing in analysis.timings.items()},
         "cloud_decode_s": analysis.decode_s,
@@ -67,19 +68,60 @@ def _header(plan: SweepPlan, where: str) -> list[str]:
 
 def _table(cells: list[Cell], analysis: Analysis) -> list[str]:
     lines = [
-        "| RTT ms | mode | k | tok/s | model tok/s | error | TTFT ms | accept rate | mean acc len | cloud fwd/token |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "## Every cell",
+        "",
+        "| RTT ms | cell | tok/s | model tok/s | error | TTFT ms | accept rate | mean acc len | cloud fwd/token |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
         predicted, error = analysis.prediction(cell), analysis.error(cell)
         stats = cell.stats
         lines.append(
-            f"| {cell.rtt_ms:g} | {cell.mode.value} | {cell.k if cell.mode in (Mode.SPEC, Mode.COLOCATED) else '–'} "
+            f"| {cell.rtt_ms:g} | {cell.label} "
             f"| {cell.tokens_per_s:.2f} | {_fmt(predicted)} | {_pct(error)} | {cell.ttft_s * 1000:.0f} "
             f"| {_fmt(stats.acceptance_rate)} | {_fmt(stats.mean_acceptance_length)} "
             f"| {_fmt(stats.target_forwards_per_token)} |"
         )
     return [*lines, ""]
+
+
+def _strategies(rows: list[AtRtt]) -> list[str]:
+    """Auto against the best fixed k and the best of spec and cloud; pipelining's gain per k."""
+    if not any(row.auto or row.pipelining_gain for row in rows):
+        return []
+    ks = sorted({k for row in rows for k in row.pipelining_gain})
+    lines = [
+        "## Drafting strategies",
+        "",
+        "| RTT ms | best fixed | tok/s | cloud tok/s | auto tok/s | auto vs best fixed | auto vs best of spec, cloud "
+        + "".join(f"| pipelined/sync k={k} " for k in ks)
+        + "|",
+        "|---|---|---|---|---|---|---" + "|---" * len(ks) + "|",
+    ]
+    for row in rows:
+        best, cloud, auto = row.best_fixed, row.cloud, row.auto
+        lines.append(
+            f"| {row.rtt_ms:g} | {best.label if best else '–'} | {_rate(best)} | {_rate(cloud)} | {_rate(auto)} "
+            f"| {_pct(row.auto_against(best))} | {_pct(row.auto_against(row.best_of_spec_and_cloud))} "
+            + "".join(f"| {_fmt(row.pipelining_gain.get(k))}x " for k in ks)
+            + "|"
+        )
+    return [*lines, "", _auto_decisions_note(rows), ""]
+
+
+def _auto_decisions_note(rows: list[AtRtt]) -> str:
+    parts = []
+    for row in rows:
+        if row.auto is not None:
+            stats = row.auto.stats
+            share = stats.burst_tokens / stats.output_tokens if stats.output_tokens else 0.0
+            draft_len = stats.draft_tokens / stats.rounds if stats.rounds else 0.0
+            parts.append(f"{row.rtt_ms:g} ms: mean k {draft_len:.1f}, {share:.0%} of tokens in cloud bursts")
+    return "Auto's choices (measured requests): " + "; ".join(parts) + "." if parts else ""
+
+
+def _rate(cell: Cell | None) -> str:
+    return "–" if cell is None else f"{cell.tokens_per_s:.2f}"
 
 
 def _model(analysis: Analysis) -> list[str]:
@@ -90,6 +132,7 @@ def _model(analysis: Analysis) -> list[str]:
         "α comes from the tokens committed per round and each time from every cell of that k, combined by the",
         "median over RTTs (no component depends on the RTT); each cell is then predicted from its RTT alone.",
         "Cloud mode streams, so the RTT costs once per request: tokens/s = N / (N·t_decode + RTT).",
+        f"The model covers synchronous rounds ({Drafting.SYNC.value}); pipelined and auto cells are measured only.",
         "",
         "| k | α | k·t_draft ms | t_verify ms | overhead ms | crossover RTT ms |",
         "|---|---|---|---|---|---|",

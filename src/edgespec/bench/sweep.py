@@ -1,4 +1,6 @@
-"""`edgespec bench sweep`: every mode × draft length × emulated RTT, measured on real processes.
+"""`edgespec bench sweep`: every mode × draft length × drafting scheme × emulated RTT, measured on
+real processes. Drafting schemes: synchronous rounds, pipelined drafting, and `auto` (the adaptive
+controller choosing k, or cloud bursts, round by round, with pipelining).
 
 The cloud runs as its own process (holding the draft too, for the co-located baseline); the edge
 runs here, through the same runtime the API serves, over a link with emulated RTT (the link's
@@ -10,6 +12,7 @@ every cell of a mode decodes the same tokens and cells differ only in time.
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import tempfile
 from collections.abc import Callable
@@ -19,7 +22,8 @@ from typing import Any
 
 import torch
 
-from edgespec.config import EdgePolicy, LinkConfig, LinkEmulation, Mode, ModelConfig
+from edgespec.config import AUTO, EdgePolicy, LinkConfig, LinkEmulation, Mode, ModelConfig
+from edgespec.edge.controller import SpecController
 from edgespec.edge.request import GenerationRequest
 from edgespec.edge.runtime import EdgeRuntime
 from edgespec.engine.fetch import resolve_model_path
@@ -37,6 +41,15 @@ WARM_UP_TOKENS = 4
 SPECULATING = (Mode.SPEC, Mode.COLOCATED)
 
 
+class Drafting(enum.Enum):
+    SYNC = "sync"  # draft, send, wait for the verdict
+    PIPELINED = "pipelined"  # keep drafting while the block is in flight
+    AUTO = "auto"  # the controller picks k (or cloud bursts) each round; pipelined
+
+
+CellKey = tuple[float, Mode, int, Drafting]
+
+
 @dataclass(frozen=True)
 class SweepPlan:
     rtts_ms: list[float]
@@ -48,24 +61,38 @@ class SweepPlan:
     target: str = "demo-target"
     link: LinkEmulation = field(default_factory=LinkEmulation)  # jitter, bandwidth, loss; RTT varies
     pin: bool = True
+    drafting: list[Drafting] = field(default_factory=lambda: [Drafting.SYNC])  # for spec mode
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepPlan:
         """A plan as the results JSON records it."""
+        drafting = [Drafting(d) for d in data.get("drafting", [Drafting.SYNC.value])]
         return cls(
             **(data | {"modes": [Mode(m) for m in data["modes"]], "prompts": tuple(data["prompts"])})
-            | {"link": LinkEmulation(**data["link"])}
+            | {"link": LinkEmulation(**data["link"]), "drafting": drafting}
         )
 
-    def cells(self) -> list[tuple[float, Mode, int]]:
-        """(rtt, mode, k) in run order. Edge mode never touches the link: once, at the first RTT."""
-        cells = [(self.rtts_ms[0], Mode.EDGE, 0)] if Mode.EDGE in self.modes else []
+    def cells(self) -> list[CellKey]:
+        """(rtt, mode, k, drafting) in run order; k is 0 where it does not apply (cloud, edge,
+        auto). Edge mode never touches the link: once, at the first RTT."""
+        cells = [(self.rtts_ms[0], Mode.EDGE, 0, Drafting.SYNC)] if Mode.EDGE in self.modes else []
         for rtt in self.rtts_ms:
             for mode in self.modes:
-                if mode in SPECULATING:
-                    cells += [(rtt, mode, k) for k in self.ks]
+                if mode is Mode.SPEC:
+                    cells += self._spec_cells(rtt)
+                elif mode is Mode.COLOCATED:
+                    cells += [(rtt, mode, k, Drafting.SYNC) for k in self.ks]
                 elif mode is Mode.CLOUD:
-                    cells.append((rtt, mode, 0))
+                    cells.append((rtt, mode, 0, Drafting.SYNC))
+        return cells
+
+    def _spec_cells(self, rtt: float) -> list[CellKey]:
+        cells: list[CellKey] = []
+        for drafting in self.drafting:
+            if drafting is Drafting.AUTO:
+                cells.append((rtt, Mode.SPEC, 0, drafting))
+            else:
+                cells += [(rtt, Mode.SPEC, k, drafting) for k in self.ks]
         return cells
 
 
@@ -76,6 +103,16 @@ class Cell:
     k: int
     requests: int
     stats: SpecStats
+    drafting: Drafting = Drafting.SYNC
+
+    @property
+    def label(self) -> str:
+        if self.mode not in SPECULATING:
+            return self.mode.value
+        if self.drafting is Drafting.AUTO:
+            return f"{self.mode.value} auto"
+        pipelined = " pipelined" if self.drafting is Drafting.PIPELINED else ""
+        return f"{self.mode.value} k={self.k}{pipelined}"
 
     @property
     def tokens_per_s(self) -> float:
@@ -89,15 +126,17 @@ class Cell:
     def from_dict(cls, data: dict[str, Any]) -> Cell:
         """A cell as `as_dict` wrote it (to re-analyse a saved sweep)."""
         names = {f.name for f in fields(SpecStats)} - {"mode", "ttft_s"}
-        stats = SpecStats(mode=data["mode"], **{name: data[name] for name in names})
+        stats = SpecStats(mode=data["mode"], **{name: data[name] for name in names if name in data})
         stats.ttft_s = data["mean_ttft_s"] * data["requests"]
-        return cls(data["rtt_ms"], Mode(data["mode"]), data["k"], data["requests"], stats)
+        drafting = Drafting(data.get("drafting", Drafting.SYNC.value))
+        return cls(data["rtt_ms"], Mode(data["mode"]), data["k"], data["requests"], stats, drafting)
 
     def as_dict(self) -> dict[str, object]:
         stats = self.stats.as_dict()
         stats.pop("ttft_s")
         return (
-            {"rtt_ms": self.rtt_ms, "mode": self.mode.value, "k": self.k, "requests": self.requests}
+            {"rtt_ms": self.rtt_ms, "mode": self.mode.value, "k": self.k, "drafting": self.drafting.value}
+            | {"requests": self.requests}
             | stats
             | {
                 "tokens_per_s": self.tokens_per_s,
@@ -154,20 +193,41 @@ async def _measure_at(runtime: EdgeRuntime, plan: SweepPlan, rtt: float, on_cell
     """Every cell of the plan at one RTT."""
     prompts = [runtime.render_chat([{"role": "user", "content": text}]) for text in plan.prompts]
     cells = []
-    for cell_rtt, mode, k in plan.cells():
-        if cell_rtt == rtt:
-            cells.append(await _measure(runtime, prompts, plan.max_tokens, rtt, mode, k))
+    for key in plan.cells():
+        if key[0] == rtt:
+            if key[3] is Drafting.AUTO:
+                await _fresh_controller(runtime, prompts[0], plan.max_tokens)
+            cells.append(await _measure(runtime, prompts, plan.max_tokens, key))
             on_cell(cells[-1])
     return cells
 
 
-async def _measure(
-    runtime: EdgeRuntime, prompts: list[list[int]], max_tokens: int, rtt: float, mode: Mode, k: int
-) -> Cell:
+async def _fresh_controller(runtime: EdgeRuntime, prompt: list[int], max_tokens: int) -> None:
+    """An auto cell starts from a controller that knows nothing, then learns over one request
+    that is not measured: what a newly started edge does on its first request."""
+    spec = runtime.policy.spec
+    runtime.controller = SpecController(spec.max_adaptive_k, pipeline=True, start_k=spec.num_speculative_tokens)
+    request = GenerationRequest(prompt, max_tokens, num_speculative_tokens=AUTO, pipeline=True, ignore_eos=True)
+    await runtime.generate(request).collect()
+
+
+def request_for(prompt: list[int], max_tokens: int, mode: Mode, k: int, drafting: Drafting) -> GenerationRequest:
+    """A sweep cell's request."""
+    return GenerationRequest(
+        prompt,
+        max_tokens,
+        mode=mode,
+        num_speculative_tokens=AUTO if drafting is Drafting.AUTO else k,
+        pipeline=drafting is not Drafting.SYNC,
+        ignore_eos=True,
+    )
+
+
+async def _measure(runtime: EdgeRuntime, prompts: list[list[int]], max_tokens: int, key: CellKey) -> Cell:
+    rtt, mode, k, drafting = key
     total = SpecStats(mode=mode.value)
     for prompt in prompts:
-        request = GenerationRequest(prompt, max_tokens, mode=mode, num_speculative_tokens=k, ignore_eos=True)
-        generation = runtime.generate(request)
+        generation = runtime.generate(request_for(prompt, max_tokens, mode, k, drafting))
         await generation.collect()
         total.add(generation.stats)
-    return Cell(rtt, mode, k, len(prompts), total)
+    return Cell(rtt, mode, k, len(prompts), total, drafting)

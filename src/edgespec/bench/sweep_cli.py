@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from edgespec.bench.analysis import analyse
 from edgespec.bench.report import write_report
-from edgespec.bench.sweep import DEFAULT_PROMPTS, Cell, SweepPlan, run_sweep
+from edgespec.bench.sweep import DEFAULT_PROMPTS, Cell, Drafting, SweepPlan, run_sweep
 from edgespec.config import LinkEmulation, Mode
 
 
@@ -25,6 +25,7 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
         rtts_ms=sorted(_numbers(args.rtt_ms, float, "--rtt-ms")),
         ks=_numbers(args.k, int, "--k"),
         modes=[Mode(mode) for mode in args.modes.split(",")],
+        drafting=[Drafting(scheme) for scheme in args.drafting.split(",")],
         max_tokens=args.max_tokens,
         prompts=DEFAULT_PROMPTS[: args.prompts],
         draft=args.draft,
@@ -47,7 +48,7 @@ def run_sweep_command(args: argparse.Namespace) -> None:
     with tqdm(total=len(cells), unit="cell") as bar:
 
         def on_cell(cell: Cell) -> None:
-            bar.set_postfix_str(f"{cell.mode.value} k={cell.k} rtt={cell.rtt_ms:g}: {cell.tokens_per_s:.2f} tok/s")
+            bar.set_postfix_str(f"{cell.label} rtt={cell.rtt_ms:g}: {cell.tokens_per_s:.2f} tok/s")
             bar.update()
 
         measured = asyncio.run(run_sweep(plan, on_cell))
