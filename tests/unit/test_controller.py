@@ -50,16 +50,17 @@ class Link:
         """One exchange: what the edge would observe (in a burst, as its draft reads along)."""
         if step.burst:
             controller.observe_burst(step.burst, self.rtt + self.verify(1), (step.burst - 1) * self.verify(1))
-            guesses = PseudoRounds(controller.max_k).feed([rng.random() < self.alpha for _ in range(step.burst)])
-            for accepted in guesses:
+            rounds = PseudoRounds(controller.max_k)
+            for accepted in rounds.feed([rng.random() < self.alpha for _ in range(step.burst)]):
                 controller.acceptance.observe(controller.max_k, accepted)
+            controller.acceptance.observe(rounds.open_run(), rounds.open_run())
             return
         accepted = 0
         while accepted < step.k and rng.random() < self.alpha:
             accepted += 1
         controller.observe_draft(step.k, step.k * self.draft_token)
         verify = self.verify(step.k + 1)
-        controller.observe_round(step.k, accepted, self.rtt + verify, verify)
+        controller.observe_round(step.k, accepted, self.rtt + verify, verify, prefill=False)
 
 
 def settle(controller: SpecController, link: Link, rounds: int, seed: int = 0) -> Step:
@@ -103,7 +104,16 @@ def test_guesses_read_along_a_burst_become_the_rounds_they_imply() -> None:
     rounds = PseudoRounds(k=3)
     assert rounds.feed([True, False, True, True, True]) == [1, 3]  # a miss ends a round; k matches fill one
     assert rounds.feed([False, True, False]) == [1]  # the bonus token after a full round is nobody's guess
-    assert rounds.feed([True, True]) == []  # a round still open
+    assert rounds.feed([True, True]) == []  # a round still open ...
+    assert rounds.open_run() == 2  # ... whose matches still count when reading stops
+
+
+def test_an_opening_rounds_prefill_is_not_taken_for_a_rounds_cost() -> None:
+    controller = SpecController(8, pipeline=False)
+    controller.observe_round(4, 4, network_s=2.1, verify_s=2.0, prefill=True)  # a long prompt's prefill
+    assert not controller.verify.known and controller.round_trip.value == pytest.approx(0.1)
+    controller.observe_round(4, 4, network_s=0.7, verify_s=0.6, prefill=False)
+    assert controller.verify.cost(5) == pytest.approx(0.6)
 
 
 def test_the_first_round_uses_the_starting_k() -> None:

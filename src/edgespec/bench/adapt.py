@@ -110,8 +110,9 @@ async def _auto_through_the_step(
         exchanges += _exchanges(log.choices, marks, stepped)
         log.choices.clear()
         if not stepped and len(exchanges) >= plan.exchanges_before:
-            assert runtime.links is not None and runtime.links.link is not None
-            runtime.links.link.retune(LinkEmulation(rtt_ms=plan.rtt_after_ms))
+            link = runtime.links.pick() if runtime.links is not None else None
+            assert link is not None, "the cloud link is down"
+            link.retune(LinkEmulation(rtt_ms=plan.rtt_after_ms))
             stepped = True
     return exchanges
 

@@ -181,12 +181,14 @@ def _emulation(link: LinkEmulation, rtt_ms: float) -> LinkEmulation:
 
 
 async def _warm_up(runtime: EdgeRuntime, plan: SweepPlan) -> None:
-    """One short request per mode first: the first forward passes of a process are slow (memory
-    allocation, kernel selection) and would otherwise land in whichever cell runs first."""
+    """Short requests first, one per mode and draft length: the first forward passes of each
+    shape in a process are slow (memory allocation, kernel selection) and would otherwise land in
+    whichever cell runs first, or in an adaptive controller's first estimates."""
     prompt = runtime.render_chat([{"role": "user", "content": plan.prompts[0]}])
     for mode in plan.modes:
-        request = GenerationRequest(prompt, WARM_UP_TOKENS, mode=mode, num_speculative_tokens=max(plan.ks))
-        await runtime.generate(request).collect()
+        for k in plan.ks if mode in SPECULATING else [0]:
+            request = GenerationRequest(prompt, WARM_UP_TOKENS + k, mode=mode, num_speculative_tokens=k)
+            await runtime.generate(request).collect()
 
 
 async def _measure_at(runtime: EdgeRuntime, plan: SweepPlan, rtt: float, on_cell: Progress) -> list[Cell]:
@@ -196,19 +198,19 @@ async def _measure_at(runtime: EdgeRuntime, plan: SweepPlan, rtt: float, on_cell
     for key in plan.cells():
         if key[0] == rtt:
             if key[3] is Drafting.AUTO:
-                await _fresh_controller(runtime, prompts[0], plan.max_tokens)
+                await _fresh_controller(runtime, prompts, plan.max_tokens)
             cells.append(await _measure(runtime, prompts, plan.max_tokens, key))
             on_cell(cells[-1])
     return cells
 
 
-async def _fresh_controller(runtime: EdgeRuntime, prompt: list[int], max_tokens: int) -> None:
-    """An auto cell starts from a controller that knows nothing, then learns over one request
-    that is not measured: what a newly started edge does on its first request."""
+async def _fresh_controller(runtime: EdgeRuntime, prompts: list[list[int]], max_tokens: int) -> None:
+    """An auto cell starts from a controller that knows nothing, which then learns over one
+    unmeasured pass of the prompts: an edge that has served a couple of requests on this link."""
     spec = runtime.policy.spec
     runtime.controller = SpecController(spec.max_adaptive_k, pipeline=True, start_k=spec.num_speculative_tokens)
-    request = GenerationRequest(prompt, max_tokens, num_speculative_tokens=AUTO, pipeline=True, ignore_eos=True)
-    await runtime.generate(request).collect()
+    for prompt in prompts:
+        await runtime.generate(request_for(prompt, max_tokens, Mode.SPEC, 0, Drafting.AUTO)).collect()
 
 
 def request_for(prompt: list[int], max_tokens: int, mode: Mode, k: int, drafting: Drafting) -> GenerationRequest:

@@ -11,6 +11,8 @@ moving estimates (edge/estimates.py) and takes the best:
 - a decode burst lets the cloud decode n tokens on its own: n / (o + n * t_step). It wins when
   the round trip is long against the target's step; n is long enough that the burst's one round
   trip costs at most BURST_RTT_SHARE of it, so control returns to rounds once the link recovers.
+  After PROBE_AFTER_BURSTS bursts in a row one round runs anyway: only rounds measure what rounds
+  cost, and an estimate that is never refreshed could keep rounds out for good.
 
 One controller serves every request of an edge: the link and the model pair are shared, so what
 one request measured is the next one's starting point.
@@ -26,6 +28,7 @@ from edgespec.edge.estimates import Acceptance, Ewma, VerifyCosts
 TIME_WEIGHT = 0.25  # of a new sample in the moving estimates of time: follows a change in a few rounds
 BURST_RTT_SHARE = 0.05
 MIN_BURST, MAX_BURST = 8, 256
+PROBE_AFTER_BURSTS = 8  # then one round, so estimates only rounds refresh (verify costs) cannot go stale
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,16 @@ class SpecController:
         self.round_trip = Ewma(TIME_WEIGHT)  # network time of a round minus the cloud's compute
         self.draft_token = Ewma(TIME_WEIGHT)  # one draft forward
         self.decode_step = Ewma(TIME_WEIGHT)  # the cloud's per-token time in a burst, as the edge sees it
+        self._bursts_in_a_row = 0
 
     # --- observations ---------------------------------------------------------------------------
 
-    def observe_round(self, drafted: int, accepted: int, network_s: float, verify_s: float) -> None:
+    def observe_round(self, drafted: int, accepted: int, network_s: float, verify_s: float, prefill: bool) -> None:
+        """A round's outcome and times; `prefill`: the round opened a session, so the cloud's time
+        includes the prompt's prefill and says nothing of what a round costs."""
         self.acceptance.observe(drafted, accepted)
-        self.verify.observe(drafted + 1, verify_s)
+        if not prefill:
+            self.verify.observe(drafted + 1, verify_s)
         self.round_trip.add(max(network_s - verify_s, 0.0))
 
     def observe_draft(self, forwards: int, seconds: float) -> None:
@@ -90,7 +97,11 @@ class SpecController:
         if self.round_trip.value is None or self.draft_token.value is None or not self.verify.known:
             return Step(max(min(self.start_k, longest), 0))
         rounds = [Step(k, 0, self._round_rate(k)) for k in range(1, longest + 1)]
-        return max([*rounds, self._burst(remaining)], key=lambda step: step.predicted_tokens_per_s or 0.0)
+        probing = self._bursts_in_a_row >= PROBE_AFTER_BURSTS and rounds
+        options = rounds if probing else [*rounds, self._burst(remaining)]
+        best = max(options, key=lambda step: step.predicted_tokens_per_s or 0.0)
+        self._bursts_in_a_row = self._bursts_in_a_row + 1 if best.burst else 0
+        return best
 
     def snapshot(self) -> Snapshot:
         return Snapshot(

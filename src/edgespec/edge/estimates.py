@@ -11,14 +11,21 @@ import math
 
 
 class Ewma:
-    """An exponentially weighted moving average; None until the first sample."""
+    """An exponentially weighted moving average; None until the first sample. The first samples
+    are averaged plainly (a sample weighs at least 1/n): one cold first measurement, a forward pass
+    of a shape the process had not run yet, must not stand for long."""
 
     def __init__(self, weight: float) -> None:
         self.weight = weight
         self.value: float | None = None
+        self._count = 0
 
     def add(self, sample: float) -> None:
-        self.value = sample if self.value is None else self.value + self.weight * (sample - self.value)
+        self._count += 1
+        if self.value is None:
+            self.value = sample
+        else:
+            self.value += max(self.weight, 1 / self._count) * (sample - self.value)
 
 
 class Acceptance:

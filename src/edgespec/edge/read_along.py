@@ -52,6 +52,12 @@ class PseudoRounds:
                     self._run, self._skip_bonus = 0, True
         return rounds
 
+    def open_run(self) -> int:
+        """Matches of the round still open. When reading stops they must still count (as accepted
+        positions, the next one unknown): dropping them would keep only the rounds that ended in a
+        miss, and so underestimate acceptance."""
+        return self._run
+
 
 class ReadAlong:
     """A background task that feeds a burst's tokens to the draft and scores its guesses."""
@@ -76,6 +82,8 @@ class ReadAlong:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        if accepted := self._rounds.open_run():
+            self._controller.acceptance.observe(accepted, accepted)
 
     async def _run(self) -> None:
         state = self._state

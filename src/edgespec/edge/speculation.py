@@ -27,6 +27,8 @@ from edgespec.metrics.observer import RuntimeObserver
 from edgespec.protocol.messages import MICROSECONDS_PER_SECOND, Draft, SparseDist, Verdict
 from edgespec.transport.client import RemoteSession
 
+ROUND_CATCH_UP = 2  # tokens a round's first draft pass absorbs at most (the last drafted, the cloud's own)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -130,12 +132,14 @@ class SpeculationLoop:
     async def _timed_draft(self, k: int, context: list[int]) -> Draft:
         """k tokens drafted after `context` (k forward passes of the draft)."""
         state = self.state
+        catching_up = len(context) - len(state.kv.tokens) > ROUND_CATCH_UP  # a prompt, say: no round's cost
         started = time.perf_counter()
         draft = await self.worker.run(self.drafter.propose, state.kv, context, k, state.sampling, state.seed)
         elapsed = time.perf_counter() - started
         state.stats.draft_s += elapsed
         self.observer.draft_time(elapsed)
-        self.controller.observe_draft(k, elapsed)
+        if not catching_up:
+            self.controller.observe_draft(k, elapsed)
         return draft
 
     def _empty(self) -> Draft:
@@ -153,7 +157,7 @@ class SpeculationLoop:
         finally:
             exchange.cancel()  # only matters when this request is being stopped mid-round
         k = len(draft.tokens)
-        self._record_round(k, verdict, arrived_at - sent_at)
+        self._record_round(k, verdict, arrived_at - sent_at, prefill=opening)
         if ahead is None or not ahead.tokens:
             return verdict, None
         confirmed = ahead.confirmed_by(verdict, k)
@@ -161,11 +165,11 @@ class SpeculationLoop:
         self.observer.lookahead(confirmed)
         return verdict, ahead if confirmed else None
 
-    def _record_round(self, k: int, verdict: Verdict, network_s: float) -> None:
+    def _record_round(self, k: int, verdict: Verdict, network_s: float, prefill: bool) -> None:
         verify_s = verdict.verify_us / MICROSECONDS_PER_SECOND
         self.state.stats.record_round(k, verdict.accepted, network_s, verify_s)
         self.observer.round(k, verdict.accepted, network_s, verify_s)
-        self.controller.observe_round(k, verdict.accepted, network_s, verify_s)
+        self.controller.observe_round(k, verdict.accepted, network_s, verify_s, prefill)
 
     def _send_block(self, draft: Draft, opening: bool) -> Coroutine[Any, Any, Verdict]:
         state = self.state
@@ -189,10 +193,11 @@ class SpeculationLoop:
                 )
                 count -= 1  # the Open's own token
             if count > 0:
-                await self.session.request_burst(len(state.context) + opening, count, state.request.ignore_eos)
+                start = len(state.context) + (1 if opening else 0)  # after the Open's token, if any
+                await self.session.request_burst(start, count, state.request.ignore_eos)
             if opening:
                 verdict = await self.session.verdict()
-                self._record_round(0, verdict, time.perf_counter() - sent_at)
+                self._record_round(0, verdict, time.perf_counter() - sent_at, prefill=True)
                 yield Chunk([verdict.token], verdict.logprobs)
             if count > 0:
                 async for chunk in self._burst_tokens(None if opening else sent_at):
