@@ -192,8 +192,13 @@ class CloudConfig:
     synthetic_acceptance: float | None = None  # benchmarks only: accept drafted tokens with this probability
     tls_cert: str | None = None  # serve the edge link over TLS with this certificate ...
     tls_key: str | None = None  # ... and its private key
+    tensor_parallel_size: int = 1  # ranks the target is split over (engine/tensor_parallel.py)
 
     def __post_init__(self) -> None:
+        if not 1 <= self.tensor_parallel_size <= 64:
+            raise ValueError(f"tensor parallel size must be in [1, 64], got {self.tensor_parallel_size}")
+        if self.tensor_parallel_size > 1 and self.model.engine not in ("static", "auto"):
+            raise ValueError("tensor parallelism runs on the static engine: use --engine static (or auto on CUDA)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both --tls-cert and --tls-key")
         _require_files(self.tls_cert, self.tls_key)

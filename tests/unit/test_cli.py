@@ -38,6 +38,8 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["edge", "--model", "m", "-k", "99"], "num_speculative_tokens"),
         (["edge", "--model", "m", "-k", "fast"], "must be an integer or 'auto'"),
         (["edge", "--model", "m", "--port", "70000"], "port must be in"),
+        (["edge", "--model", "m", "--cloud", "127.0.0.1:1,127.0.0.1:1"], "given once"),
+        (["edge", "--model", "m", "--cloud", "127.0.0.1:1,nowhere"], "HOST:PORT"),
         (["edge", "--model", "m", "--cloud-wait-timeout", "-1"], "cloud_wait_timeout_s"),
         (["edge", "--model", "/no/such/model", "--mode", "edge", "--port", "0"], "does not exist"),
     ],

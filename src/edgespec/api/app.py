@@ -16,6 +16,7 @@ from edgespec.api.service import ClientGone, CompletionService, Prepared
 from edgespec.config import AUTO, ApiConfig, LossPolicy
 from edgespec.edge.runtime import EdgeRuntime
 from edgespec.metrics.prometheus import EdgeMetrics
+from edgespec.transport.pool import CloudPool
 from edgespec.transport.resilient import LinkState
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's convention; the client never sees it
@@ -86,12 +87,18 @@ def _health(runtime: EdgeRuntime) -> JSONResponse:
     links = runtime.links
     if links is None:
         return JSONResponse({"status": "ok", "cloud": None})
-    cloud = {
+    cloud: dict[str, object] = {
         "state": links.state.value,
         "address": links.address,
         "reconnects": links.reconnects,
         "last_error": links.last_error,
         "on_cloud_loss": runtime.policy.on_cloud_loss.value,
     }
+    if isinstance(links, CloudPool):
+        sessions = links.sessions()
+        cloud["clouds"] = [
+            {"address": m.address, "state": m.state.value, "sessions": sessions[m.address], "last_error": m.last_error}
+            for m in links.members
+        ]
     serving = links.state is LinkState.UP or runtime.policy.on_cloud_loss is not LossPolicy.FAIL
     return JSONResponse({"status": "ok" if serving else "unavailable", "cloud": cloud}, 200 if serving else 503)

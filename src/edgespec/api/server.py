@@ -21,7 +21,7 @@ READY_LINE = EDGE_READY_LINE
 @dataclass(frozen=True)
 class EdgeServerConfig:
     model: ModelConfig
-    link: LinkConfig | None  # None: edge mode only
+    link: list[LinkConfig] | None  # one per cloud; None: edge mode only
     policy: EdgePolicy
     api: ApiConfig
 
@@ -37,7 +37,7 @@ async def serve(config: EdgeServerConfig) -> None:
     sock = _bind(config.api.host, config.api.port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
     host, port = sock.getsockname()[:2]
-    cloud = f"{config.link.host}:{config.link.port}" if config.link else "none"
+    cloud = ",".join(f"{c.host}:{c.port}" for c in config.link) if config.link else "none"
     print(f"{READY_LINE} on http://{host}:{port} model={model_name} cloud={cloud}", flush=True)
     try:
         await server.serve(sockets=[sock])

@@ -68,8 +68,20 @@ class Cell:
         return self.batch * (self.k + 1) / (self.ms / 1000)
 
 
-def random_model(arch: str, device: torch.device) -> transformers.PreTrainedModel:
+def random_model(arch: str, device: torch.device, shard: int = 1) -> transformers.PreTrainedModel:
+    """The architecture with random weights; with `shard` N, one tensor-parallel rank's share of
+    it: 1/N of the heads and MLP features (the same shapes engine/sharding.py cuts out)."""
     family, fields = ARCHITECTURES[arch]
+    if shard > 1:
+        head_dim = fields.get("head_dim") or int(fields["hidden_size"]) // int(fields["num_attention_heads"])  # type: ignore[call-overload]
+        fields = (
+            fields
+            | {"head_dim": head_dim}
+            | {
+                name: int(fields[name]) // shard  # type: ignore[call-overload]
+                for name in ("num_attention_heads", "num_key_value_heads", "intermediate_size")
+            }
+        )
     config = getattr(transformers, f"{family}Config")(**fields)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)  # built in bf16 directly: float32 first would not fit a 32B
@@ -245,13 +257,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--compile", action="store_true", help="torch.compile each graph's step (slow to start)")
     parser.add_argument("--out", help="write the cells as JSON here")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="split the model over this many GPUs")
 
 
 def main(args: argparse.Namespace) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("bench verifier needs a CUDA GPU")
     batches, ks, contexts = ([int(x) for x in text.split(",")] for text in (args.batch, args.k, args.context))
-    result = run(args.arch, batches, ks, contexts, not args.no_eager, args.repeats, args.compile)
+    if args.tensor_parallel_size > 1:
+        from edgespec.bench.verifier_parallel import run_parallel
+
+        result = run_parallel(args.arch, args.tensor_parallel_size, batches, ks, contexts, args.repeats)
+    else:
+        result = run(args.arch, batches, ks, contexts, not args.no_eager, args.repeats, args.compile)
     if args.out:
         with open(args.out, "w") as file:
             json.dump(result, file, indent=2)

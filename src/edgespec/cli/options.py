@@ -61,7 +61,8 @@ def link_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def link_config(args: argparse.Namespace) -> LinkConfig:
+def link_config(args: argparse.Namespace) -> list[LinkConfig]:
+    """One LinkConfig per cloud in --cloud (comma-separated), the other link flags shared."""
     emulation = LinkEmulation(
         rtt_ms=args.link_rtt_ms,
         jitter_ms=args.link_jitter_ms,
@@ -70,4 +71,8 @@ def link_config(args: argparse.Namespace) -> LinkConfig:
         seed=args.link_seed,
     )
     token = auth_token_from_env(args.auth_token)
-    return LinkConfig.parse(args.cloud, token, emulation=emulation, tls_ca=args.tls_ca, keepalive_s=args.keepalive)
+    options = {"emulation": emulation, "tls_ca": args.tls_ca, "keepalive_s": args.keepalive}
+    addresses = [address.strip() for address in args.cloud.split(",")]
+    if len(set(addresses)) != len(addresses):
+        raise ValueError(f"--cloud: each cloud address may be given once, got {args.cloud!r}")
+    return [LinkConfig.parse(address, token, **options) for address in addresses]

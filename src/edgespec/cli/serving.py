@@ -47,6 +47,10 @@ def cloud_args(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--tls-cert", help="serve the edge link over TLS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    parser.add_argument(
+        "--tensor-parallel-size", type=int, default=1, metavar="N",
+        help="split the target over N ranks (one per GPU; gloo ranks on a CPU); static engine",
+    )  # fmt: skip
 
 
 def run_cloud(args: argparse.Namespace) -> None:
@@ -65,6 +69,7 @@ def run_cloud(args: argparse.Namespace) -> None:
         synthetic_acceptance=args.synthetic_acceptance,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        tensor_parallel_size=args.tensor_parallel_size,
     )
     pin(args.cpus)
     asyncio.run(serve(config))
@@ -75,7 +80,11 @@ def run_cloud(args: argparse.Namespace) -> None:
 
 def edge_args(parser: argparse.ArgumentParser) -> None:
     model_args(parser, required=False)
-    parser.add_argument("--cloud", default=f"127.0.0.1:{DEFAULT_CLOUD_PORT}", help="HOST:PORT of the cloud")
+    parser.add_argument(
+        "--cloud",
+        default=f"127.0.0.1:{DEFAULT_CLOUD_PORT}",
+        help="HOST:PORT of the cloud; several, comma-separated: sessions go to the least loaded",
+    )
     parser.add_argument("--auth-token", help="shared secret for the cloud link (or env EDGESPEC_AUTH_TOKEN)")
     parser.add_argument("--host", default="127.0.0.1", help="address of the HTTP API (default: loopback only)")
     parser.add_argument("--port", type=int, default=DEFAULT_EDGE_PORT, help="port of the HTTP API (0 picks one)")

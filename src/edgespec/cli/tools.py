@@ -19,7 +19,11 @@ from edgespec.cpus import pin
 
 def generate_args(parser: argparse.ArgumentParser) -> None:
     model_args(parser)
-    parser.add_argument("--cloud", default=f"127.0.0.1:{DEFAULT_CLOUD_PORT}", help="HOST:PORT of the cloud")
+    parser.add_argument(
+        "--cloud",
+        default=f"127.0.0.1:{DEFAULT_CLOUD_PORT}",
+        help="HOST:PORT of the cloud; several, comma-separated: sessions go to the least loaded",
+    )
     parser.add_argument("--auth-token", help="shared secret (or env EDGESPEC_AUTH_TOKEN)")
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--chat", action="store_true", help="render the prompt with the target's chat template")

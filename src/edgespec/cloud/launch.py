@@ -12,7 +12,7 @@ from edgespec.cloud.colocated import LocalDraft
 from edgespec.cloud.server import CloudServer
 from edgespec.cloud.verifier import Verifier
 from edgespec.config import CLOUD_READY_LINE, CloudConfig, ModelConfig, SpecConfig
-from edgespec.engine.backends import open_model
+from edgespec.engine.backends import open_model, open_parallel
 from edgespec.engine.tokenizer import TokenizerInfo
 
 READY_LINE = CLOUD_READY_LINE
@@ -21,7 +21,10 @@ CLOUD_KV_TOKENS = 16384  # llama.cpp: KV positions all sessions share (torch gro
 
 def build_server(config: CloudConfig) -> CloudServer:
     """Load the target and wrap it in a server (not yet listening)."""
-    engine, tokenizer = open_model(config.model, max_sessions=config.limits.max_sessions, kv_tokens=CLOUD_KV_TOKENS)
+    if config.tensor_parallel_size > 1:
+        engine, tokenizer = open_parallel(config.model, config.tensor_parallel_size, config.limits.max_sessions)
+    else:
+        engine, tokenizer = open_model(config.model, max_sessions=config.limits.max_sessions, kv_tokens=CLOUD_KV_TOKENS)
     local_draft = _load_local_draft(config.draft, tokenizer) if config.draft is not None else None
     return CloudServer(
         Verifier(engine, config.synthetic_acceptance),

@@ -15,7 +15,7 @@ from edgespec.engine.tokenizer import TokenizerInfo
 @dataclass(frozen=True)
 class GenerateOptions:
     model: ModelConfig
-    link: LinkConfig | None
+    link: list[LinkConfig] | None
     policy: EdgePolicy
     prompt: str
     chat: bool

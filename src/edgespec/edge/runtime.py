@@ -28,7 +28,7 @@ from edgespec.engine.worker import ModelWorker
 from edgespec.metrics.observer import NullObserver, RuntimeObserver
 from edgespec.metrics.stats import SpecStats
 from edgespec.transport.client import CloudLink, LinkError, RemoteSession
-from edgespec.transport.resilient import ResilientLink
+from edgespec.transport.resilient import CloudLinks
 
 
 class CloudUnavailable(Exception):
@@ -42,7 +42,7 @@ class EdgeRuntime:
         self,
         engine: Engine,
         tokenizer: TokenizerInfo,
-        links: ResilientLink | None,
+        links: CloudLinks | None,
         policy: EdgePolicy = EdgePolicy(),
         observer: RuntimeObserver | None = None,
         owns_engine: bool = True,  # False: the engine outlives this runtime (a benchmark reusing it)
@@ -167,7 +167,7 @@ class EdgeRuntime:
     async def _usable_link(self) -> CloudLink | None:
         """The link, or what the loss policy says while it is down (None: draft alone)."""
         assert self.links is not None
-        link = self.links.link
+        link = self.links.pick()
         if link is not None:
             return link
         match self.policy.on_cloud_loss:

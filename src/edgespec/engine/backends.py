@@ -66,6 +66,20 @@ def open_model(config: ModelConfig, max_sessions: int = 64, kv_tokens: int = 163
     return engine, load_tokenizer(gguf)
 
 
+def open_parallel(config: ModelConfig, world: int, max_sessions: int) -> tuple[Engine, TokenizerInfo]:
+    """The target split over `world` ranks: the others start as processes of their own, this one
+    is rank 0 (engine/tensor_parallel.py)."""
+    from edgespec.engine.loading import load_tokenizer
+    from edgespec.engine.tensor_parallel import MirroredEngine, Rank, join, sharded_engine, start_followers
+    from edgespec.processes import free_port
+
+    rank = Rank(0, world, free_port())
+    followers = start_followers(config, world, rank.port, max_sessions)
+    local = sharded_engine(config, rank, max_sessions)
+    engine = MirroredEngine(local, join(rank, rank.device(config.device)), followers)
+    return engine, load_tokenizer(resolve_model_path(config.name))
+
+
 def prepare_model(config: ModelConfig) -> None:
     """Fetch now what the chosen backend will load: an alias's GGUF (torch also converts it once)."""
     if choose_backend(config) == "llamacpp":

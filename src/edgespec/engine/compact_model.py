@@ -7,6 +7,7 @@ CUDA graphs need. The weights are taken over from a loaded transformers model.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,9 @@ class CompactModel:
         rotary = inner.rotary_emb
         self.inv_freq = rotary.inv_freq.float()
         self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
+        # Sums the partial outputs of the attention and MLP blocks across tensor-parallel ranks
+        # (engine/sharding.py); a single rank holds whole blocks and has nothing to sum.
+        self.reduce: Callable[[torch.Tensor], torch.Tensor] = _whole
 
     @property
     def vocab_size(self) -> int:
@@ -79,7 +83,7 @@ class CompactModel:
             h = _rms(x, layer.input_norm, self.shape.eps)
             x = x + self._attention(layer, index, h, kv, (rows, slots), (cos, sin), mask, span)
             gate, up = F.linear(_rms(x, layer.post_norm, self.shape.eps), layer.gate_up).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.down)
+            x = x + self.reduce(F.linear(F.silu(gate) * up, layer.down))
         x = _rms(x[:, -n_logits:], self.final_norm, self.shape.eps)
         return F.linear(x, self.lm_head).float()
 
@@ -112,7 +116,7 @@ class CompactModel:
         grouped = grouped.reshape(batch, shape.kv_heads, q * group, shape.head_dim)
         attended = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask)
         attended = attended.view(batch, shape.kv_heads, q, group, shape.head_dim).permute(0, 2, 1, 3, 4)
-        return F.linear(attended.reshape(batch, q, -1), layer.out)
+        return self.reduce(F.linear(attended.reshape(batch, q, -1), layer.out))
 
     def _rotation(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin [B, q, 1, head_dim] of the rotary embedding at each position."""
@@ -140,6 +144,10 @@ def _take_layer(layer: Any) -> Layer:  # a decoder layer of any supported archit
         gate_up=torch.cat([mlp.gate_proj.weight.data, mlp.up_proj.weight.data]),
         down=mlp.down_proj.weight.data,
     )
+
+
+def _whole(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -16,6 +16,7 @@ from transformers import PreTrainedModel
 from edgespec.engine.base import KVSession, Work
 from edgespec.engine.compact_model import CompactModel
 from edgespec.engine.cuda_graphs import GraphKey, VerifyGraphs, bucket
+from edgespec.engine.sharding import Parallel, shard
 from edgespec.engine.slots import SlotPool
 from edgespec.engine.static_kv import StaticKV
 
@@ -35,8 +36,11 @@ class StaticEngine:
         max_context: int = 4096,
         kv_budget: int | None = None,
         compile_steps: bool = False,
+        parallel: Parallel | None = None,  # this rank's shard of a tensor-parallel model
     ) -> None:
         self.model = CompactModel(model)
+        if parallel is not None:
+            shard(self.model, *parallel)
         self.device = self.model.embed.device
         self.vocab_size = self.model.vocab_size
         self.max_context = min(max_context, int(getattr(model.config, "max_position_embeddings", max_context)))

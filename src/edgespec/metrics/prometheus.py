@@ -72,6 +72,8 @@ class EdgeMetrics:
         self.requests = counter("request_success", "Finished requests", ("mode", "finish_reason"))
         self.link_up_gauge = Gauge(PREFIX + "link_up", "1 while the link to the cloud is up", registry=registry)
         self.running = Gauge(PREFIX + "num_requests_running", "Requests being generated", registry=registry)
+        self.cloud_up_gauge = Gauge(PREFIX + "cloud_up", "1 while this cloud is usable", ["cloud"], registry=registry)
+        self.placements = counter("cloud_sessions_placed", "Sessions placed on each cloud", ("cloud",))
         self.burst_tokens = counter("cloud_burst_tokens", "Tokens the cloud decoded alone in spec mode (slow link)")
         self.lookahead_rounds = counter(
             "lookahead_rounds", "Rounds with a block drafted ahead, by outcome", ("result",)
@@ -128,6 +130,13 @@ class EdgeMetrics:
 
     def rtt(self, seconds: float) -> None:
         self.rtt_seconds.observe(seconds)
+
+    # --- PoolEvents (several clouds)
+    def cloud_up(self, address: str, up: bool) -> None:
+        self.cloud_up_gauge.labels(cloud=address).set(1 if up else 0)
+
+    def placed(self, address: str) -> None:
+        self.placements.labels(cloud=address).inc()
 
 
 class ControllerMetrics:

@@ -91,6 +91,11 @@ class CloudLink:
     def connected(self) -> bool:
         return self._closed_reason is None
 
+    @property
+    def active_sessions(self) -> int:
+        """Sessions this edge has open on the link."""
+        return len(self._inboxes)
+
     async def wait_lost(self) -> str:
         """Wait until the link goes down; returns why."""
         await self._lost.wait()

@@ -59,6 +59,25 @@ class _NoEvents:
         pass
 
 
+class CloudLinks(Protocol):
+    """The edge's way to its cloud or clouds: one ResilientLink, or a CloudPool of several."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def welcome(self) -> Welcome | None: ...
+    @property
+    def reconnects(self) -> int: ...
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def state(self) -> LinkState: ...
+    async def start(self, require: bool) -> None: ...
+    def pick(self) -> CloudLink | None: ...
+    async def wait_up(self, timeout_s: float) -> CloudLink | None: ...
+    async def close(self) -> None: ...
+
+
 class ResilientLink:
     def __init__(
         self,
@@ -95,6 +114,10 @@ class ResilientLink:
     def link(self) -> CloudLink | None:
         """The link if it is up now."""
         return self._link if self._link is not None and self._link.connected else None
+
+    def pick(self) -> CloudLink | None:
+        """The link for a new session: this one, if it is up."""
+        return self.link
 
     async def start(self, require: bool) -> None:
         """Connect once now (raising LinkError if `require`), then keep the link up in the background."""

@@ -1,0 +1,191 @@
+"""Tensor-parallel targets: one process per rank (per GPU, or per CPU rank with gloo), each holding
+a shard of the static engine's model (engine/sharding.py) and running the same forward passes.
+
+Rank 0 is the cloud. Its engine (MirroredEngine) sends every call that touches the model or the KV
+cache (forward, truncate, release, close) to the other ranks over a control group before running
+it itself, so all ranks run the same batches in the same order and meet in the same all-reduces.
+The other ranks (`python -m edgespec.engine.tensor_parallel`, started by the cloud) repeat each
+call on their own shard and discard the logits. torch.distributed carries both: NCCL for the
+all-reduces on GPUs (gloo on CPUs), gloo for the control messages, which are our own objects
+between our own processes on one host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import itertools
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from edgespec.config import ModelConfig
+from edgespec.engine.base import KVSession, Work
+from edgespec.engine.static_engine import StaticEngine
+
+STARTUP_TIMEOUT = timedelta(minutes=10)  # ranks load their model before meeting
+PR_SET_PDEATHSIG = 1  # prctl: a follower dies with the cloud that started it
+FOLLOWER_EXIT_S = 30
+
+
+@dataclass(frozen=True)
+class Rank:
+    rank: int
+    world: int
+    port: int  # where rank 0 listens for the group to form (loopback)
+
+    def device(self, requested: str | None) -> str:
+        """One GPU per rank on CUDA; CPU ranks share the CPU."""
+        if requested is not None and requested.startswith("cuda"):
+            return f"cuda:{self.rank}"
+        return requested or ("cuda:" + str(self.rank) if torch.cuda.is_available() else "cpu")
+
+
+def join(rank: Rank, device: str) -> dist.ProcessGroup:
+    """Form the group; returns the control group (gloo) for the commands."""
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(device)
+    dist.init_process_group(
+        backend,
+        init_method=f"tcp://127.0.0.1:{rank.port}",
+        rank=rank.rank,
+        world_size=rank.world,
+        timeout=STARTUP_TIMEOUT,
+    )
+    control = dist.new_group(backend="gloo") if backend == "nccl" else dist.group.WORLD
+    assert control is not None
+    return control
+
+
+def all_reduce(x: torch.Tensor) -> torch.Tensor:
+    dist.all_reduce(x)
+    return x
+
+
+def sharded_engine(model_config: ModelConfig, rank: Rank, max_sessions: int) -> StaticEngine:
+    from edgespec.engine.fetch import resolve_model_path
+    from edgespec.engine.loading import load_model
+
+    config = ModelConfig(model_config.name, device=rank.device(model_config.device), dtype=model_config.dtype,
+                         threads=model_config.threads, engine="static")  # fmt: skip
+    model = load_model(resolve_model_path(config.name), config)
+    return StaticEngine(model, max_sessions, parallel=(rank.rank, rank.world, all_reduce))
+
+
+class MirroredEngine:
+    """Rank 0's engine: the local shard, with every call repeated on the other ranks."""
+
+    def __init__(
+        self, local: StaticEngine, control: dist.ProcessGroup, followers: list[subprocess.Popen[bytes]]
+    ) -> None:
+        self.local = local
+        self._followers = followers
+        self.numerics = f"{local.numerics}; tensor parallel over {dist.get_world_size()} ranks"
+        self.vocab_size = local.vocab_size
+        self.max_context = local.max_context
+        self.max_sessions = local.max_sessions
+        self.batch_tokens = local.batch_tokens
+        self.device = local.device
+        self._control = control
+        self._ids = itertools.count()
+        self._sids: dict[int, int] = {}  # id(session) → the number the other ranks know it by
+
+    def new_session(self) -> KVSession:
+        session = self.local.new_session()
+        self._sids[id(session)] = next(self._ids)
+        return session
+
+    def forward(self, session: KVSession, tokens: list[int], n_logits: int) -> torch.Tensor:
+        return self.forward_many([Work(session, tokens, n_logits)])[0]
+
+    def forward_many(self, works: list[Work]) -> list[torch.Tensor]:
+        self._tell("forward", [(self._sids[id(w.session)], list(w.tokens), w.n_logits) for w in works])
+        return self.local.forward_many(works)
+
+    def truncate(self, session: KVSession, length: int) -> None:
+        self._tell("truncate", self._sids[id(session)], length)
+        self.local.truncate(session, length)
+
+    def release(self, session: KVSession) -> None:
+        self._tell("release", self._sids.pop(id(session)))
+        self.local.release(session)
+
+    def close(self) -> None:
+        self._tell("close")
+        self.local.close()
+        dist.destroy_process_group()
+        for follower in self._followers:  # they leave on "close"; one that hangs is stopped
+            try:
+                follower.wait(timeout=FOLLOWER_EXIT_S)
+            except subprocess.TimeoutExpired:
+                follower.kill()
+                follower.wait()
+
+    def _tell(self, *command: Any) -> None:
+        dist.broadcast_object_list([command], src=0, group=self._control)
+
+
+def follow(engine: StaticEngine, control: dist.ProcessGroup) -> None:
+    """A rank above 0: repeat rank 0's calls on this shard until it closes."""
+    sessions: dict[int, KVSession] = {}
+    while True:
+        box: list[Any] = [None]
+        dist.broadcast_object_list(box, src=0, group=control)
+        name, *args = box[0]
+        if name == "forward":
+            works = [Work(sessions.setdefault(sid, engine.new_session()), tokens, n) for sid, tokens, n in args[0]]
+            engine.forward_many(works)
+        elif name == "truncate":
+            engine.truncate(sessions[args[0]], args[1])
+        elif name == "release":
+            engine.release(sessions.pop(args[0]))
+        elif name == "close":
+            engine.close()
+            dist.destroy_process_group()
+            return
+
+
+def start_followers(model: ModelConfig, world: int, port: int, max_sessions: int) -> list[subprocess.Popen[bytes]]:
+    """Ranks 1..world-1 as processes that die with this one."""
+    followers = []
+    for rank in range(1, world):
+        args = ["--model", model.name, "--rank", str(rank), "--world", str(world), "--port", str(port)]
+        args += ["--max-sessions", str(max_sessions)]
+        for flag, value in (("--device", model.device), ("--dtype", model.dtype), ("--threads", model.threads)):
+            if value is not None:
+                args += [flag, str(value)]
+        command = [sys.executable, "-m", "edgespec.engine.tensor_parallel", *args]
+        followers.append(subprocess.Popen(command, preexec_fn=_die_with_parent))  # the hook only sets a signal
+    return followers
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A tensor-parallel rank above 0 (started by `edgespec cloud`)")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--rank", type=int, required=True)
+    parser.add_argument("--world", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--max-sessions", type=int, required=True)
+    parser.add_argument("--device")
+    parser.add_argument("--dtype")
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args()
+    rank = Rank(args.rank, args.world, args.port)
+    config = ModelConfig(args.model, device=args.device, dtype=args.dtype, threads=args.threads, engine="static")
+    engine = sharded_engine(config, rank, args.max_sessions)
+    follow(engine, join(rank, rank.device(args.device)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Tensor parallelism on CPUs (gloo): the tiny target split over two ranks, each a process of its
+own, computes the logits of the whole model, through the same code the cloud runs; and a cloud
+split that way gives the target's greedy output through the protocol."""
+
+from __future__ import annotations
+
+import asyncio
+
+import torch
+
+from edgespec.config import Mode, ModelConfig
+from edgespec.engine.backends import open_parallel
+from edgespec.engine.loading import load_model
+from edgespec.engine.static_engine import StaticEngine
+from edgespec.engine.tensor_parallel import MirroredEngine
+from edgespec.processes import cloud_process
+from tests.conftest import TinyPair
+from tests.integration.test_greedy_equality import MAX_TOKENS, PROMPTS, generate_all, target_greedy
+
+PROMPT = list(range(5, 40))
+
+
+def test_two_ranks_give_the_logits_of_one(tiny_pair: TinyPair) -> None:
+    config = ModelConfig(str(tiny_pair.target), device="cpu", threads=1, engine="static")
+    whole = StaticEngine(load_model(tiny_pair.target, config))
+    session = whole.new_session()
+    expected = [whole.forward(session, PROMPT, len(PROMPT))]
+    whole.truncate(session, 30)
+    expected.append(whole.forward(session, [*PROMPT[30:33], 11, 12], 5))  # a verify after a rejection
+
+    engine, _ = open_parallel(config, world=2, max_sessions=4)
+    assert isinstance(engine, MirroredEngine)
+    try:
+        assert engine.local.model.shape.heads == 2 and engine.local.model.shape.kv_heads == 1  # half of each
+        session = engine.new_session()
+        got = [engine.forward(session, PROMPT, len(PROMPT))]
+        engine.truncate(session, 30)
+        got.append(engine.forward(session, [*PROMPT[30:33], 11, 12], 5))
+        engine.release(session)
+    finally:
+        engine.close()
+    for ours, theirs in zip(got, expected, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_a_cloud_split_over_two_ranks_gives_the_targets_greedy_output(tiny_pair: TinyPair) -> None:
+    args = ("--engine", "static", "--tensor-parallel-size", "2", "--threads", "1")
+    with cloud_process(tiny_pair.target, *args) as port:
+        outputs = asyncio.run(generate_all(port, tiny_pair.draft, [(Mode.SPEC, 3, True), (Mode.CLOUD, 0, False)]))
+    for prompt_text in PROMPTS:
+        expected = target_greedy(tiny_pair, prompt_text)
+        assert outputs[(Mode.SPEC, 3, True, prompt_text)] == expected
+        assert outputs[(Mode.CLOUD, 0, False, prompt_text)] == expected
+    assert len(expected) == MAX_TOKENS
