@@ -15,7 +15,7 @@ from typing import Protocol
 from edgespec.config import LinkConfig
 from edgespec.protocol.messages import TokenizerId, Welcome
 from edgespec.transport.client import CloudLink, LinkError
-from edgespec.transport.resilient import LinkEvents, LinkState, ResilientLink
+from edgespec.transport.resilient import LinkEvents, LinkState, NoEvents, ResilientLink
 
 log = logging.getLogger("edgespec.edge")
 
@@ -27,16 +27,7 @@ class PoolEvents(LinkEvents, Protocol):
     def placed(self, address: str) -> None: ...
 
 
-class _NoPoolEvents:
-    def link_up(self, reconnect: bool) -> None:
-        pass
-
-    def link_lost(self) -> None:
-        pass
-
-    def rtt(self, seconds: float) -> None:
-        pass
-
+class _NoPoolEvents(NoEvents):
     def cloud_up(self, address: str, up: bool) -> None:
         pass
 

@@ -48,7 +48,9 @@ class LinkEvents(Protocol):
     def rtt(self, seconds: float) -> None: ...
 
 
-class _NoEvents:
+class NoEvents:
+    """Reports nothing: a link without metrics."""
+
     def link_up(self, reconnect: bool) -> None:
         pass
 
@@ -88,7 +90,7 @@ class ResilientLink:
         keepalive_s: float = 5.0,
     ) -> None:
         self.config = config
-        self.events: LinkEvents = events or _NoEvents()
+        self.events: LinkEvents = events or NoEvents()
         self.reconnects = 0
         self.last_error: str | None = None
         self.welcome: Welcome | None = None  # from the latest handshake; outlives the link
