@@ -63,11 +63,11 @@ class Link:
         controller.observe_round(step.k, accepted, self.rtt + verify, verify, prefill=False)
 
 
-def settle(controller: SpecController, link: Link, rounds: int, seed: int = 0) -> Step:
+def settle(controller: SpecController, link: Link, rounds: int, pipeline: bool, seed: int = 0) -> Step:
     rng = random.Random(seed)
     for _ in range(rounds):
-        link.play(controller, controller.next_step(REMAINING), rng)
-    return controller.next_step(REMAINING)
+        link.play(controller, controller.next_step(REMAINING, pipeline), rng)
+    return controller.next_step(REMAINING, pipeline)
 
 
 def test_acceptance_estimates_converge_and_give_the_expected_tokens() -> None:
@@ -109,7 +109,7 @@ def test_guesses_read_along_a_burst_become_the_rounds_they_imply() -> None:
 
 
 def test_an_opening_rounds_prefill_is_not_taken_for_a_rounds_cost() -> None:
-    controller = SpecController(8, pipeline=False)
+    controller = SpecController(8)
     controller.observe_round(4, 4, network_s=2.1, verify_s=2.0, prefill=True)  # a long prompt's prefill
     assert not controller.verify.known and controller.round_trip.value == pytest.approx(0.1)
     controller.observe_round(4, 4, network_s=0.7, verify_s=0.6, prefill=False)
@@ -117,21 +117,21 @@ def test_an_opening_rounds_prefill_is_not_taken_for_a_rounds_cost() -> None:
 
 
 def test_the_first_round_uses_the_starting_k() -> None:
-    assert SpecController(max_k=8, pipeline=True, start_k=4).next_step(REMAINING) == Step(4)
-    assert SpecController(max_k=8, pipeline=True, start_k=4).next_step(3) == Step(2)
+    assert SpecController(max_k=8, start_k=4).next_step(REMAINING, pipeline=True) == Step(4)
+    assert SpecController(max_k=8, start_k=4).next_step(3, pipeline=True) == Step(2)
 
 
 def test_with_a_nearly_free_verify_it_drafts_long_blocks() -> None:
     """A GPU cloud: verifying 9 tokens costs about what 1 does, so long blocks pay."""
     link = Link(rtt=0.005, draft_token=0.004, verify_base=0.010, verify_per_token=0.0002, alpha=0.9)
-    step = settle(SpecController(8, pipeline=False), link, 60)
+    step = settle(SpecController(8), link, 60, pipeline=False)
     assert step.burst == 0 and step.k >= 3
     assert link.rate(step, False) >= 0.95 * link.best_rate(False)
 
 
 def test_over_a_slow_link_the_cloud_decodes_in_bursts_that_amortise_the_round_trip() -> None:
     link = Link(rtt=0.300, draft_token=0.020, verify_base=0.035, verify_per_token=0.005)
-    step = settle(SpecController(8, pipeline=True), link, 30)
+    step = settle(SpecController(8), link, 30, pipeline=True)
     assert step.burst > 0
     assert link.rtt / (link.rtt + step.burst * link.verify(1)) <= BURST_RTT_SHARE + 0.01
     assert link.rate(step, True) >= 0.95 * link.best_rate(True)
@@ -139,22 +139,22 @@ def test_over_a_slow_link_the_cloud_decodes_in_bursts_that_amortise_the_round_tr
 
 def test_bursts_never_outlast_the_request() -> None:
     link = Link(rtt=0.300, draft_token=0.020, verify_base=0.035, verify_per_token=0.005)
-    controller = SpecController(8, pipeline=True)
-    settle(controller, link, 30)
-    assert controller.next_step(20).burst == 20
+    controller = SpecController(8)
+    settle(controller, link, 30, pipeline=True)
+    assert controller.next_step(20, pipeline=True).burst == 20
 
 
 @pytest.mark.parametrize("pipeline", [False, True])
 def test_after_the_rtt_steps_up_it_is_back_near_the_best_within_50_rounds(pipeline: bool) -> None:
     """The sweep's CPU pair in numbers: the right choice differs between 10 and 100 ms of RTT."""
     link = Link(rtt=0.010, draft_token=0.115, verify_base=0.350, verify_per_token=0.030)
-    controller = SpecController(8, pipeline)
-    settle(controller, link, 100)
+    controller = SpecController(8)
+    settle(controller, link, 100, pipeline)
     link.rtt = 0.100
     rng = random.Random(2)
     rounds_to_recover = None
     for played in range(1, 81):
-        step = controller.next_step(REMAINING)
+        step = controller.next_step(REMAINING, pipeline)
         near_best = link.rate(step, pipeline) >= 0.95 * link.best_rate(pipeline)
         rounds_to_recover = (rounds_to_recover or played) if near_best else None
         link.play(controller, step, rng)

@@ -208,7 +208,7 @@ async def _fresh_controller(runtime: EdgeRuntime, prompts: list[list[int]], max_
     """An auto cell starts from a controller that knows nothing, which then learns over one
     unmeasured pass of the prompts: an edge that has served a couple of requests on this link."""
     spec = runtime.policy.spec
-    runtime.controller = SpecController(spec.max_adaptive_k, pipeline=True, start_k=spec.num_speculative_tokens)
+    runtime.controller = SpecController(spec.max_adaptive_k, start_k=spec.num_speculative_tokens)
     for prompt in prompts:
         await runtime.generate(request_for(prompt, max_tokens, Mode.SPEC, 0, Drafting.AUTO)).collect()
 

@@ -56,9 +56,8 @@ class Snapshot:
 
 
 class SpecController:
-    def __init__(self, max_k: int, pipeline: bool, start_k: int = 4) -> None:
+    def __init__(self, max_k: int, start_k: int = 4) -> None:
         self.max_k = max_k
-        self.pipeline = pipeline
         self.start_k = min(start_k, max_k)
         self.acceptance = Acceptance()
         self.verify = VerifyCosts()
@@ -91,12 +90,13 @@ class SpecController:
 
     # --- the decision ---------------------------------------------------------------------------
 
-    def next_step(self, remaining: int) -> Step:
-        """The best step for a request that may still produce `remaining` tokens."""
+    def next_step(self, remaining: int, pipeline: bool) -> Step:
+        """The best step for a request that may still produce `remaining` tokens and drafts
+        ahead (`pipeline`) or not."""
         longest = min(self.max_k, remaining - 1)
         if self.round_trip.value is None or self.draft_token.value is None or not self.verify.known:
             return Step(max(min(self.start_k, longest), 0))
-        rounds = [Step(k, 0, self._round_rate(k)) for k in range(1, longest + 1)]
+        rounds = [Step(k, 0, self._round_rate(k, pipeline)) for k in range(1, longest + 1)]
         probing = self._bursts_in_a_row >= PROBE_AFTER_BURSTS and rounds
         options = rounds if probing else [*rounds, self._burst(remaining)]
         best = max(options, key=lambda step: step.predicted_tokens_per_s or 0.0)
@@ -108,10 +108,10 @@ class SpecController:
             self.round_trip.value, self.draft_token.value, self.decode_step.value, self.acceptance.per_position()
         )
 
-    def _round_rate(self, k: int) -> float:
+    def _round_rate(self, k: int, pipeline: bool) -> float:
         assert self.round_trip.value is not None and self.draft_token.value is not None
         draft, in_flight = self.draft_token.value, self.round_trip.value + self.verify.cost(k + 1)
-        if self.pipeline:
+        if pipeline:
             hit = self.acceptance.all_accepted(k + 1)  # block accepted and bonus token guessed
             # a miss finds the draft mid-forward on average half a forward into wasted work
             seconds = hit * max(in_flight, (k + 1) * draft) + (1 - hit) * (in_flight + (k + 0.5) * draft)

@@ -48,9 +48,7 @@ class EdgeRuntime:
         owns_engine: bool = True,  # False: the engine outlives this runtime (a benchmark reusing it)
     ) -> None:
         self.drafter = Drafter(engine, policy.spec.draft_support)
-        self.controller = SpecController(
-            policy.spec.max_adaptive_k, policy.spec.pipeline, start_k=policy.spec.num_speculative_tokens
-        )
+        self.controller = SpecController(policy.spec.max_adaptive_k, start_k=policy.spec.num_speculative_tokens)
         self.owns_engine = owns_engine
         self.engine = engine
         self.links = links

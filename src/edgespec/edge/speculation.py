@@ -100,7 +100,7 @@ class SpeculationLoop:
         remaining = self.state.stop.remaining
         if self.plan.k is not None:
             return Step(max(min(self.plan.k, remaining - 1, self.plan.max_k), 0))
-        step = self.controller.next_step(remaining)
+        step = self.controller.next_step(remaining, self.plan.pipeline)
         if step.k > self.plan.max_k:
             step = Step(self.plan.max_k)
         self.observer.decision(step, self.controller.snapshot())
