@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import openai
+from openai.types import Completion
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgespec.api.server import READY_LINE as EDGE_READY
@@ -120,3 +122,30 @@ class KillableEdge:
         self.process.kill()
         self.process.wait()
         stop(self.process)
+
+
+def open_stream(client: openai.OpenAI, prompt: str, max_tokens: int, body: dict) -> Iterator[Completion]:
+    """A streamed completion with usage at its end, as an iterator of chunks."""
+    return iter(
+        client.completions.create(
+            model="tiny",
+            prompt=prompt,
+            max_tokens=max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body=body,
+        )
+    )
+
+
+def read_stream(chunks: Iterator[Completion], ids: list[int]) -> tuple[dict, str]:
+    """Read the rest of a stream, appending its token ids to `ids`; (usage, finish reason)."""
+    usage: dict = {}
+    finish = ""
+    for chunk in chunks:
+        if chunk.choices:
+            ids += chunk.choices[0].model_extra["token_ids"]
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage is not None:
+            usage = chunk.usage.model_dump()
+    return usage, finish

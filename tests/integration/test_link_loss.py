@@ -5,6 +5,7 @@ and says so. Both sides end with no session left."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import openai
@@ -18,6 +19,8 @@ from tests.integration.api_fixtures import (
     edge_url,
     eventually,
     metric_value,
+    open_stream,
+    read_stream,
 )
 
 PROMPT = "for i in range(10):"
@@ -34,26 +37,14 @@ def cloud(tiny_pair: TinyPair) -> Iterator[RestartableCloud]:
 
 
 def stream_with_restart(client: openai.OpenAI, cloud: RestartableCloud) -> tuple[list[int], dict, str]:
-    """Stream a request, killing and restarting the cloud after its first chunk."""
-    stream = client.completions.create(
-        model="tiny",
-        prompt=PROMPT,
-        max_tokens=MAX_TOKENS,
-        stream=True,
-        stream_options={"include_usage": True},
-        extra_body=BODY,
-    )
+    """Stream a request, killing and restarting the cloud once its second chunk has arrived."""
+    chunks = open_stream(client, PROMPT, MAX_TOKENS, BODY)
     ids: list[int] = []
-    usage, finish = {}, ""
-    for number, chunk in enumerate(stream):
-        if number == 1:
-            cloud.kill()
-            cloud.start()
-        if chunk.choices:
-            ids += chunk.choices[0].model_extra["token_ids"]
-            finish = chunk.choices[0].finish_reason or finish
-        if chunk.usage is not None:
-            usage = chunk.usage.model_dump()
+    read_stream(itertools.islice(chunks, 1), ids)
+    second = next(chunks)
+    cloud.kill()
+    cloud.start()
+    usage, finish = read_stream(itertools.chain([second], chunks), ids)
     return ids, usage, finish
 
 

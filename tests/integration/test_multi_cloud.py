@@ -11,7 +11,14 @@ import openai
 import pytest
 
 from tests.conftest import TinyPair
-from tests.integration.api_fixtures import RestartableCloud, edge_url, eventually, metric_value
+from tests.integration.api_fixtures import (
+    RestartableCloud,
+    edge_url,
+    eventually,
+    metric_value,
+    open_stream,
+    read_stream,
+)
 
 PROMPT = "for i in range(10):"
 MAX_TOKENS = 300
@@ -33,29 +40,6 @@ def address(cloud: RestartableCloud) -> str:
     return f"127.0.0.1:{cloud.port}"
 
 
-def stream(client: openai.OpenAI) -> Iterator[openai.types.Completion]:
-    return iter(
-        client.completions.create(
-            model="tiny",
-            prompt=PROMPT,
-            max_tokens=MAX_TOKENS,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_body=BODY,
-        )
-    )
-
-
-def finish(chunks: Iterator[openai.types.Completion], ids: list[int]) -> dict:
-    usage: dict = {}
-    for chunk in chunks:
-        if chunk.choices:
-            ids += chunk.choices[0].model_extra["token_ids"]
-        if chunk.usage is not None:
-            usage = chunk.usage.model_dump()
-    return usage
-
-
 def test_sessions_spread_over_both_clouds_and_survive_losing_one(
     tiny_pair: TinyPair, clouds: list[RestartableCloud]
 ) -> None:
@@ -65,14 +49,14 @@ def test_sessions_spread_over_both_clouds_and_survive_losing_one(
         reference = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=MAX_TOKENS, extra_body=BODY)
         expected = reference.choices[0].model_extra["token_ids"]
 
-        streams = [stream(client), stream(client)]
+        streams = [open_stream(client, PROMPT, MAX_TOKENS, BODY) for _ in range(2)]
         ids: list[list[int]] = [[], []]
         for number, chunks in enumerate(streams):
             ids[number] += next(chunks).choices[0].model_extra["token_ids"]
         assert [cloud.sessions_active() for cloud in clouds] == [1, 1]  # placed by load: one each
 
         clouds[0].kill()  # mid-stream for one of the two requests
-        usages = [finish(chunks, ids[number]) for number, chunks in enumerate(streams)]
+        usages = [read_stream(chunks, ids[number])[0] for number, chunks in enumerate(streams)]
 
         assert ids == [expected, expected]
         assert sorted(usage["speculation"]["link_losses"] for usage in usages) == [0, 1]
