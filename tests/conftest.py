@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # Triton's interpreter runs the GPU kernels on CPU tensors (test_kernels.py); it is chosen
+    # when Triton's language is first imported, which transformers does, so before anything else
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from edgespec.engine import tiny as tiny_models
 from edgespec.processes import cloud_process

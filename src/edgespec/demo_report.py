@@ -11,8 +11,8 @@ from edgespec.config import Mode
 
 # The GPU the projection assumes, measured with edgespec's static engine (docs/gpu-verifier.md: one
 # H100, Qwen3-8B shape, bf16, batch 1, context 512): one decode step, and a 5-token verify against it.
-GPU_STEP_S = 0.0096
-GPU_VERIFY_RATIO = 1.08
+GPU_STEP_S = 0.00615
+GPU_VERIFY_RATIO = 1.04  # 6.41 ms
 PROJECTED_RTT_S = 0.020  # a metro-area link
 
 

@@ -1,6 +1,7 @@
 """Tensor parallelism on CPUs (gloo): the tiny target split over two ranks, each a process of its
-own, computes the logits of the whole model, through the same code the cloud runs; and a cloud
-split that way gives the target's greedy output through the protocol."""
+own (heads, MLP features and the head's vocabulary split), computes the logits of the whole model,
+through the same code the cloud runs; and a cloud split that way gives the target's greedy output
+through the protocol."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def test_two_ranks_give_the_logits_of_one(tiny_pair: TinyPair) -> None:
     assert isinstance(engine, MirroredEngine)
     try:
         assert engine.local.model.shape.heads == 2 and engine.local.model.shape.kv_heads == 1  # half of each
+        assert engine.local.model.lm_head.shape[0] * 2 == whole.vocab_size  # and half of the vocabulary
         session = engine.new_session()
         got = [engine.forward(session, PROMPT, len(PROMPT))]
         engine.truncate(session, 30)

@@ -21,8 +21,10 @@ from dataclasses import asdict, dataclass
 import torch
 import transformers
 
+from edgespec.bench.verifier_profile import print_profile
 from edgespec.engine.base import Work
 from edgespec.engine.static_engine import StaticEngine
+from edgespec.sampling.probs import greedy_rows
 
 ARCHITECTURES: dict[str, tuple[str, dict[str, object]]] = {
     "qwen3-8b": ("Qwen3", {"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
@@ -118,13 +120,14 @@ def _median_s(step: Callable[[], object], repeats: int) -> float:
 
 
 def floor_ms(
-    model: transformers.PreTrainedModel, ceilings: Ceilings, batch: int, q: int, context: int
+    model: transformers.PreTrainedModel, ceilings: Ceilings, batch: int, q: int, context: int, head_ranks: int = 1
 ) -> tuple[float, str]:
+    """`head_ranks`: how many ranks share the output head by vocabulary (each reads its slice)."""
     config = model.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    weights = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
-    if config.tie_word_embeddings:
-        weights += model.get_output_embeddings().weight.numel()  # the head still reads the shared matrix
+    head = model.get_output_embeddings().weight  # read even when tied to the (unread) embedding
+    weights = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name and p is not head)
+    weights += head.numel() // head_ranks
     kv_elements = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * batch * (context + q)
     memory_s = 2 * (weights + kv_elements) / ceilings.copy_bytes_per_s
     attention = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * batch * q * (context + q)
@@ -132,17 +135,22 @@ def floor_ms(
     return max(memory_s, compute_s) * 1000, "memory" if memory_s >= compute_s else "compute"
 
 
-def time_static(engine: StaticEngine, sessions: list, context: int, q: int, repeats: int) -> float:
-    """Median wall time of one verify step over the sessions, verdict read back included."""
+def static_step(engine: StaticEngine, sessions: list, context: int, q: int) -> Callable[[], None]:
+    """One verify step over the sessions, the verdict read back, then rolled back."""
     draft = list(range(1000, 1000 + q))
 
     def step() -> None:
         logits = engine.forward_many([Work(s, draft, q) for s in sessions])
-        torch.stack([rows.argmax(dim=-1) for rows in logits]).tolist()  # the verdict's one sync
+        greedy_rows(logits)  # the verdict's one sync, as the cloud reads it
         for s in sessions:
             engine.truncate(s, context)
 
-    return _wall_median_ms(step, repeats)
+    return step
+
+
+def time_static(engine: StaticEngine, sessions: list, context: int, q: int, repeats: int) -> float:
+    """Median wall time of one verify step over the sessions, verdict read back included."""
+    return _wall_median_ms(static_step(engine, sessions, context, q), repeats)
 
 
 def time_eager(model: transformers.PreTrainedModel, batch: int, context: int, q: int, repeats: int) -> float:
@@ -208,15 +216,16 @@ def _relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:
 
 
 def run(
-    arch: str, batches: list[int], ks: list[int], contexts: list[int], eager: bool, repeats: int, compile_steps: bool
-) -> dict:
+    arch: str, batches: list[int], ks: list[int], contexts: list[int], eager: bool, repeats: int, fused: bool,
+    profile: bool,
+) -> dict:  # fmt: skip
     device = torch.device("cuda")
     ceilings = measure_ceilings(device)
     print(f"{torch.cuda.get_device_name()}: copy {ceilings.copy_bytes_per_s / 1e12:.2f} TB/s, "
           f"bf16 matmul {ceilings.matmul_flops_per_s / 1e12:.0f} TFLOP/s", flush=True)  # fmt: skip
     model = random_model(arch, device)
     span = max(contexts) + max(ks) + 1
-    engine = StaticEngine(model, max(batches), span, kv_budget=1 << 40, compile_steps=compile_steps)
+    engine = StaticEngine(model, max(*batches, 3), span, kv_budget=1 << 40, fused=fused)  # the check takes 3
     check = check_against_transformers(model, engine)
     print(f"check against transformers: relative error {check['relative_error']:.2e} (transformers against "
           f"itself in two calls: {check['transformers_own_error']:.2e}), argmax agreement "
@@ -229,7 +238,10 @@ def run(
                 engine.forward(s, torch.randint(0, 1000, (context,)).tolist(), 1)
             for batch in batches:
                 for k in ks:
-                    ms = time_static(engine, sessions[:batch], context, k + 1, repeats)
+                    step = static_step(engine, sessions[:batch], context, k + 1)
+                    ms = _wall_median_ms(step, repeats)
+                    if profile:
+                        print_profile(step, f"batch {batch}, k {k}, context {context}")
                     eager_ms = time_eager(model, batch, context, k + 1, max(repeats // 4, 3)) if eager else None
                     floor, bound = floor_ms(model, ceilings, batch, k + 1, context)
                     cells.append(Cell(batch, k, context, ms, eager_ms, floor, bound))
@@ -237,7 +249,8 @@ def run(
             for s in sessions:
                 engine.release(s)
     return {"arch": arch, "device": torch.cuda.get_device_name(), "ceilings": asdict(ceilings), "check": check,
-            "graphs": len(engine.graphs or []), "cells": [asdict(c) | {"ratio": c.ratio} for c in cells]}  # fmt: skip
+            "fused": fused, "graphs": len(engine.graphs or []),
+            "cells": [asdict(c) | {"ratio": c.ratio} for c in cells]}  # fmt: skip
 
 
 def _print_cell(cell: Cell) -> None:
@@ -255,7 +268,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", default="512,2048")
     parser.add_argument("--no-eager", action="store_true", help="skip the transformers eager comparison")
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--compile", action="store_true", help="torch.compile each graph's step (slow to start)")
+    parser.add_argument("--unfused", action="store_true", help="the step without its Triton kernels, to compare")
+    parser.add_argument("--profile", action="store_true", help="print each cell's costliest GPU kernels")
     parser.add_argument("--out", help="write the cells as JSON here")
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="split the model over this many GPUs")
 
@@ -269,7 +283,7 @@ def main(args: argparse.Namespace) -> None:
 
         result = run_parallel(args.arch, args.tensor_parallel_size, batches, ks, contexts, args.repeats)
     else:
-        result = run(args.arch, batches, ks, contexts, not args.no_eager, args.repeats, args.compile)
+        result = run(args.arch, batches, ks, contexts, not args.no_eager, args.repeats, not args.unfused, args.profile)
     if args.out:
         with open(args.out, "w") as file:
             json.dump(result, file, indent=2)

@@ -21,9 +21,9 @@ import torch
 import torch.distributed as dist
 
 from edgespec.bench.verifier import ARCHITECTURES, Cell, floor_ms, measure_ceilings, random_model, time_static
-from edgespec.engine.sharding import check_divisible
+from edgespec.engine.sharding import check_divisible, shard_head
 from edgespec.engine.static_engine import StaticEngine
-from edgespec.engine.tensor_parallel import Rank, all_reduce, join
+from edgespec.engine.tensor_parallel import Rank, all_gather_last, all_reduce, collectives, join
 
 # The lent multi-GPU machines require NVLink multicast off (their notes say why).
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -82,6 +82,7 @@ def _measure(
     span = max(contexts) + max(ks) + 1
     engine = StaticEngine(model, max(batches), span, kv_budget=1 << 40)
     engine.model.reduce = all_reduce  # the model is this rank's shard: its blocks end in partial sums
+    shard_head(engine.model, collectives(rank))  # built whole: random_model shards the layers only
     hidden = model.config.hidden_size
     cells = []
     with torch.inference_mode():
@@ -92,11 +93,12 @@ def _measure(
             for batch in batches:
                 for k in ks:
                     ms = time_static(engine, sessions[:batch], context, k + 1, repeats)
-                    floor, bound = floor_ms(model, ceilings, batch, k + 1, context)
-                    reduce_ms = _all_reduce_ms(batch * (k + 1), hidden, 2 * model.config.num_hidden_layers, device)
-                    cells.append(Cell(batch, k, context, ms, None, floor + reduce_ms, bound))
+                    floor, bound = floor_ms(model, ceilings, batch, k + 1, context, head_ranks=rank.world)
+                    shapes = (batch * (k + 1), hidden, engine.model.lm_head.shape[0])
+                    collectives_ms = _collectives_ms(shapes, 2 * model.config.num_hidden_layers, device)
+                    cells.append(Cell(batch, k, context, ms, None, floor + collectives_ms, bound))
                     if rank.rank == 0:
-                        _print(rank.world, cells[-1], reduce_ms)
+                        _print(rank.world, cells[-1], collectives_ms)
             for s in sessions:
                 engine.release(s)
     dist.barrier()
@@ -104,26 +106,33 @@ def _measure(
             "ceilings": asdict(ceilings), "cells": [asdict(c) | {"ratio": c.ratio} for c in cells]}  # fmt: skip
 
 
-def _print(world: int, cell: Cell, reduce_ms: float) -> None:
+def _print(world: int, cell: Cell, collectives_ms: float) -> None:
     shape = f"TP={world} batch {cell.batch:3d} k {cell.k:2d} ctx {cell.context:5d}"
-    floor = f"floor {cell.floor_ms:6.2f} ms (all-reduce {reduce_ms:5.2f})"
+    floor = f"floor {cell.floor_ms:6.2f} ms (collectives {collectives_ms:5.2f})"
     print(f"{shape}  {cell.ms:7.2f} ms  {floor}  x{cell.ratio:5.2f}", flush=True)
 
 
-def _all_reduce_ms(rows: int, hidden: int, count: int, device: torch.device) -> float:
-    """The step's all-reduces alone: `count` of [rows, hidden] bf16, one after another, replayed
-    from a CUDA graph as the step replays them (no launch cost from Python)."""
+def _collectives_ms(shapes: tuple[int, int, int], count: int, device: torch.device) -> float:
+    """The step's collectives alone: `count` all-reduces of [rows, hidden] bf16 one after another,
+    then the all-gather of the head's [rows, vocabulary slice], replayed from a CUDA graph as the
+    step replays them (no launch cost from Python)."""
+    rows, hidden, vocab_part = shapes
     x = torch.randn(rows, hidden, dtype=torch.bfloat16, device=device)
+    logits = torch.randn(rows, vocab_part, dtype=torch.bfloat16, device=device)
+
+    def collectives() -> None:
+        for _ in range(count):
+            dist.all_reduce(x)
+        all_gather_last(logits)
+
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(3):
-            dist.all_reduce(x)
+        collectives()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        for _ in range(count):
-            dist.all_reduce(x)
+        collectives()
     times = []
     for _ in range(10):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -3,7 +3,6 @@ runs on the target's worker thread."""
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from edgespec.config import SamplingParams
 from edgespec.engine.base import Engine, KVSession, Work, extend, missing_tokens
 from edgespec.protocol.messages import Draft, TokenLogprobs
 from edgespec.sampling.logprobs import token_logprobs
-from edgespec.sampling.probs import greedy_tokens, logits_to_probs
+from edgespec.sampling.probs import greedy_rows, greedy_tokens, logits_to_probs
 from edgespec.sampling.rng import Stream, uniform
 from edgespec.sampling.verify import accept_matching, verify_sampled
 
@@ -70,7 +69,7 @@ class Verifier:
             for s, d in rounds
         ]
         all_logits = self.engine.forward_many(works)
-        choices = _argmax_rows(all_logits)  # every session's greedy choices in one copy to the host
+        choices = greedy_rows(all_logits)  # every session's greedy choices in one copy to the host
         seconds = time.perf_counter() - started
         return [
             self._conclude(s, d, logits, seconds, picks)
@@ -128,12 +127,6 @@ class Verifier:
         ):
             accepted += 1
         return accepted, choices[accepted]
-
-
-def _argmax_rows(all_logits: list[torch.Tensor]) -> list[list[int]]:
-    flat = torch.cat([logits.argmax(dim=-1) for logits in all_logits]).tolist()
-    ends = list(itertools.accumulate(logits.shape[0] for logits in all_logits))
-    return [flat[end - logits.shape[0] : end] for logits, end in zip(all_logits, ends, strict=True)]
 
 
 def _report(session: TargetSession, logits: torch.Tensor, produced: list[int]) -> list[TokenLogprobs] | None:

@@ -56,16 +56,15 @@ class CompactModel:
         self.layers = [_take_layer(layer) for layer in inner.layers]
         self.final_norm = inner.norm.weight
         self.lm_head = model.get_output_embeddings().weight
+        self.vocab_size = int(self.lm_head.shape[0])
         rotary = inner.rotary_emb
         self.inv_freq = rotary.inv_freq.float()
         self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
         # Sums the partial outputs of the attention and MLP blocks across tensor-parallel ranks
         # (engine/sharding.py); a single rank holds whole blocks and has nothing to sum.
         self.reduce: Callable[[torch.Tensor], torch.Tensor] = _whole
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.lm_head.shape[0])
+        # Joins the ranks' slices of the vocabulary into whole logits (a rank's head is its slice)
+        self.gather_vocab: Callable[[torch.Tensor], torch.Tensor] = _whole
 
     def forward(
         self, kv: StaticKV, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, span: int, n_logits: int
@@ -85,7 +84,7 @@ class CompactModel:
             gate, up = F.linear(_rms(x, layer.post_norm, self.shape.eps), layer.gate_up).chunk(2, dim=-1)
             x = x + self.reduce(F.linear(F.silu(gate) * up, layer.down))
         x = _rms(x[:, -n_logits:], self.final_norm, self.shape.eps)
-        return F.linear(x, self.lm_head).float()
+        return self.gather_vocab(F.linear(x, self.lm_head)).float()
 
     def _attention(
         self,

@@ -1,17 +1,21 @@
 """CUDA graphs of the verify step, one per padded shape, captured on first use. A graph replays
 the step's hundreds of kernels with one launch, which at batch 1 is most of the gap between
-eager PyTorch and the memory-bandwidth floor. Inputs are copied into the graph's own tensors
-before each replay; the KV cache is the engine's, at fixed addresses. All graphs share one memory
-pool: they never run at once (one worker thread drives the target)."""
+eager PyTorch and the memory-bandwidth floor. A step's inputs travel as one packed row of
+integers (slots, first positions, tokens) from pinned memory in one asynchronous copy, and the
+graph unpacks them itself; the KV cache is the engine's, at fixed addresses. All graphs share one
+memory pool: they never run at once (one worker thread drives the target)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from edgespec.engine.compact_model import CompactModel
 from edgespec.engine.static_kv import StaticKV
+
+# (kv, slots [B], tokens [B, q], positions [B, q], span, n_logits) -> logits [B, n_logits, vocab]
+Step = Callable[[StaticKV, torch.Tensor, torch.Tensor, torch.Tensor, int, int], torch.Tensor]
 
 
 def bucket(n: int, smallest: int) -> int:
@@ -29,21 +33,22 @@ class GraphKey:
     span: int
 
 
+def pack(slots: list[int], starts: list[int], tokens: list[list[int]]) -> torch.Tensor:
+    """A step's inputs as the one pinned row a graph takes: slots, first positions, tokens."""
+    flat = [*slots, *starts, *(token for row in tokens for token in row)]
+    return torch.tensor(flat, dtype=torch.long).pin_memory()
+
+
 @dataclass
 class _Captured:
     graph: torch.cuda.CUDAGraph
-    slots: torch.Tensor
-    tokens: torch.Tensor
-    positions: torch.Tensor
+    inputs: torch.Tensor  # the packed row, on the GPU
     logits: torch.Tensor
 
 
 class VerifyGraphs:
-    def __init__(self, model: CompactModel, kv: StaticKV, scratch_slot: int, compile_steps: bool = False) -> None:
-        self.model = model
-        # torch.compile fuses the step's small kernels (norms, rotary, activation); each new shape
-        # compiles once, which takes tens of seconds, so it is a choice, not the default
-        self.step = torch.compile(model.forward, dynamic=False) if compile_steps else model.forward
+    def __init__(self, step: Step, kv: StaticKV, scratch_slot: int) -> None:
+        self.step = step
         self.kv = kv
         self.scratch_slot = scratch_slot
         self._graphs: dict[GraphKey, _Captured] = {}
@@ -52,31 +57,35 @@ class VerifyGraphs:
     def __len__(self) -> int:
         return len(self._graphs)
 
-    def run(self, key: GraphKey, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Logits [batch, new_tokens, vocab] for inputs of exactly the key's shape."""
+    def run(self, key: GraphKey, packed: torch.Tensor) -> torch.Tensor:
+        """Logits [batch, new_tokens, vocab] for packed inputs (pack()) of exactly the key's shape."""
         captured = self._graphs.get(key) or self._capture(key)
-        captured.slots.copy_(slots)
-        captured.tokens.copy_(tokens)
-        captured.positions.copy_(positions)
+        # pinned memory, so the copy is queued without waiting; the caching host allocator keeps
+        # the row alive until the copy has run
+        captured.inputs.copy_(packed, non_blocking=True)
         captured.graph.replay()
         return captured.logits
+
+    def _unpacked_step(self, key: GraphKey, inputs: torch.Tensor) -> torch.Tensor:
+        batch, q = key.batch, key.new_tokens
+        slots, starts, tokens = inputs[:batch], inputs[batch : 2 * batch], inputs[2 * batch :].view(batch, q)
+        positions = starts[:, None] + torch.arange(q, device=inputs.device)
+        return self.step(self.kv, slots, tokens, positions, key.span, q)
 
     def _capture(self, key: GraphKey) -> _Captured:
         """Warm up, then record the step. Both write keys and values only into the scratch slot's
         positions past the context, so no session's cache is touched."""
-        device = self.kv.keys[0].device
-        slots = torch.full((key.batch,), self.scratch_slot, device=device)
-        tokens = torch.zeros((key.batch, key.new_tokens), dtype=torch.long, device=device)
         first_scratch = self.kv.max_len - key.new_tokens
-        positions = torch.arange(first_scratch, self.kv.max_len, device=device).expand(key.batch, -1).contiguous()
+        scratch = pack([self.scratch_slot] * key.batch, [first_scratch] * key.batch, [[0] * key.new_tokens] * key.batch)
+        inputs = scratch.to(self.kv.keys[0].device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):
-                self.step(self.kv, slots, tokens, positions, key.span, key.new_tokens)
+                self._unpacked_step(key, inputs)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            logits = self.step(self.kv, slots, tokens, positions, key.span, key.new_tokens)
-        self._graphs[key] = _Captured(graph, slots, tokens, positions, logits)
+            logits = self._unpacked_step(key, inputs)
+        self._graphs[key] = _Captured(graph, inputs, logits)
         return self._graphs[key]

@@ -10,12 +10,14 @@ as scratch for that padding and for capturing."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from transformers import PreTrainedModel
 
 from edgespec.engine.base import KVSession, Work
 from edgespec.engine.compact_model import CompactModel
-from edgespec.engine.cuda_graphs import GraphKey, VerifyGraphs, bucket
+from edgespec.engine.cuda_graphs import GraphKey, Step, VerifyGraphs, bucket, pack
 from edgespec.engine.sharding import Parallel, shard
 from edgespec.engine.slots import SlotPool
 from edgespec.engine.static_kv import StaticKV
@@ -35,12 +37,12 @@ class StaticEngine:
         max_sessions: int = 64,
         max_context: int = 4096,
         kv_budget: int | None = None,
-        compile_steps: bool = False,
+        fused: bool = True,  # on a GPU, the step's small operations in Triton kernels (fused_forward.py)
         parallel: Parallel | None = None,  # this rank's shard of a tensor-parallel model
     ) -> None:
         self.model = CompactModel(model)
         if parallel is not None:
-            shard(self.model, *parallel)
+            shard(self.model, parallel)
         self.device = self.model.embed.device
         self.vocab_size = self.model.vocab_size
         self.max_context = min(max_context, int(getattr(model.config, "max_position_embeddings", max_context)))
@@ -60,8 +62,15 @@ class StaticEngine:
         )
         self._slots = SlotPool(self.max_sessions, "KV slots", RuntimeError)
         on_gpu = self.device.type == "cuda"
-        self.graphs = VerifyGraphs(self.model, self.kv, self._scratch_slot, compile_steps) if on_gpu else None
+        self.graphs = VerifyGraphs(self._graph_step(fused), self.kv, self._scratch_slot) if on_gpu else None
         self.batch_tokens = self.max_sessions * GRAPH_MAX_TOKENS
+
+    def _graph_step(self, fused: bool) -> Step:
+        if not fused:
+            return self.model.forward
+        from edgespec.engine.fused_forward import fused_forward  # Triton: GPU installs only
+
+        return functools.partial(fused_forward, self.model)
 
     def _default_budget(self) -> int:
         if self.device.type != "cuda":
@@ -101,14 +110,11 @@ class StaticEngine:
         assert self.graphs is not None
         batch, q = bucket(len(works), 1), max(len(work.tokens) for work in works)  # padded tokens would cost FLOPs
         span = min(bucket(max(len(w.session.tokens) + len(w.tokens) for w in works), 256), self.kv.max_len)
-        tokens, positions = self._inputs(works, q)
-        slots = [work.session.cache for work in works] + [self._scratch_slot] * (batch - len(works))
         pad = batch - len(works)
-        if pad:
-            tokens = torch.cat([tokens, tokens.new_zeros(pad, q)])
-            scratch = torch.arange(self.max_context, self.max_context + q, device=self.device)
-            positions = torch.cat([positions, scratch.expand(pad, q)])
-        logits = self.graphs.run(GraphKey(batch, q, span), torch.tensor(slots, device=self.device), tokens, positions)
+        slots = [int(work.session.cache) for work in works] + [self._scratch_slot] * pad
+        starts = [len(work.session.tokens) for work in works] + [self.max_context] * pad
+        tokens = [work.tokens + [0] * (q - len(work.tokens)) for work in works] + [[0] * q] * pad
+        logits = self.graphs.run(GraphKey(batch, q, span), pack(slots, starts, tokens))
         return list(logits[: len(works)])
 
     def _inputs(self, works: list[Work], q: int) -> tuple[torch.Tensor, torch.Tensor]:

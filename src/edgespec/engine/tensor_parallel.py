@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from edgespec.config import ModelConfig
 from edgespec.engine.base import KVSession, Work
+from edgespec.engine.sharding import Parallel
 from edgespec.engine.static_engine import StaticEngine
 
 STARTUP_TIMEOUT = timedelta(minutes=10)  # ranks load their model before meeting
@@ -69,6 +70,17 @@ def all_reduce(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def all_gather_last(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's x, concatenated along the last dimension in rank order."""
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=-1)
+
+
+def collectives(rank: Rank) -> Parallel:
+    return Parallel(rank.rank, rank.world, all_reduce, all_gather_last)
+
+
 def sharded_engine(model_config: ModelConfig, rank: Rank, max_sessions: int) -> StaticEngine:
     from edgespec.engine.fetch import resolve_model_path
     from edgespec.engine.loading import load_model
@@ -76,7 +88,7 @@ def sharded_engine(model_config: ModelConfig, rank: Rank, max_sessions: int) -> 
     config = ModelConfig(model_config.name, device=rank.device(model_config.device), dtype=model_config.dtype,
                          threads=model_config.threads, engine="static")  # fmt: skip
     model = load_model(resolve_model_path(config.name), config)
-    return StaticEngine(model, max_sessions, parallel=(rank.rank, rank.world, all_reduce))
+    return StaticEngine(model, max_sessions, parallel=collectives(rank))
 
 
 class MirroredEngine:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from edgespec.config import SamplingParams
@@ -10,6 +12,17 @@ from edgespec.config import SamplingParams
 def greedy_tokens(logits: torch.Tensor) -> list[int]:  # logits [n, vocab]
     """The argmax at each row."""
     return logits.argmax(dim=-1).tolist()
+
+
+def greedy_rows(all_logits: list[torch.Tensor]) -> list[list[int]]:
+    """The argmaxes of several sessions' logits, with one read back to the host. Equal shapes (a
+    batched verify step) take one argmax over them stacked: one reduction instead of one per
+    session, which on a GPU at batch 32 saved more than the copy costs."""
+    if len({logits.shape for logits in all_logits}) == 1:
+        return torch.stack(all_logits).argmax(dim=-1).tolist()
+    flat = torch.cat([logits.argmax(dim=-1) for logits in all_logits]).tolist()
+    ends = list(itertools.accumulate(logits.shape[0] for logits in all_logits))
+    return [flat[end - logits.shape[0] : end] for logits, end in zip(all_logits, ends, strict=True)]
 
 
 def logits_to_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:

@@ -1,0 +1,60 @@
+"""The compact forward with the small operations fused into Triton kernels (kernels.py): the GPU
+verify step. Same arithmetic and the same cache as CompactModel.forward, which stays the path for
+CPUs and for prefills longer than the kernels' query tile (cached_attention holds all of a
+session's query rows in one program)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from edgespec.engine import kernels
+from edgespec.engine.compact_model import CompactModel
+from edgespec.engine.static_kv import StaticKV
+
+MAX_NEW_TOKENS = 16  # per session: the query tile of cached_attention stays within one program
+SKINNY = True  # steps of at most SKINNY_ROWS tokens take their matrix products from kernels.skinny_linear
+
+
+def fused_forward(
+    model: CompactModel,
+    kv: StaticKV,
+    slots: torch.Tensor,
+    tokens: torch.Tensor,
+    positions: torch.Tensor,
+    span: int,
+    n_logits: int,
+) -> torch.Tensor:
+    """Logits [batch, n_logits, vocab] of the last positions, as CompactModel.forward."""
+    if tokens.shape[1] > MAX_NEW_TOKENS:
+        raise ValueError(f"the fused step takes at most {MAX_NEW_TOKENS} new tokens per session")
+    shape, layers = model.shape, model.layers
+    rotation = _rotation(model, positions)
+    where = (slots, positions)
+    x, h = kernels.add_rms_norm(F.embedding(tokens, model.embed), None, layers[0].input_norm, shape.eps)
+    for index, layer in enumerate(layers):
+        qkv = _linear(h, layer.qkv, layer.qkv_bias)
+        norms = (layer.q_norm, layer.k_norm) if layer.q_norm is not None and layer.k_norm is not None else None
+        cache = (kv.keys[index], kv.values[index])
+        query = kernels.rotate_and_store(qkv, norms, rotation, cache, where, shape.heads, shape.eps)
+        attended = kernels.cached_attention(query, cache, where, span)
+        delta = model.reduce(_linear(attended.flatten(2), layer.out))
+        x, h = kernels.add_rms_norm(x, delta, layer.post_norm, shape.eps)
+        delta = model.reduce(_linear(kernels.silu_mul(_linear(h, layer.gate_up)), layer.down))
+        following = layers[index + 1].input_norm if index + 1 < len(layers) else model.final_norm
+        x, h = kernels.add_rms_norm(x, delta, following, shape.eps)
+    return model.gather_vocab(_linear(h[:, -n_logits:].contiguous(), model.lm_head)).float()
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A few rows through the skinny kernel, more through the general matrix product."""
+    rows, inner = x.numel() // x.shape[-1], x.shape[-1]
+    if SKINNY and rows <= kernels.SKINNY_ROWS and inner % kernels.SKINNY_K == 0:
+        return kernels.skinny_linear(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def _rotation(model: CompactModel, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [B·q, head_dim / 2] in float32: the kernel rotates the two halves itself."""
+    angles = positions.reshape(-1, 1).float() * model.inv_freq.to(positions.device)
+    return (angles.cos() * model.rope_scale).contiguous(), (angles.sin() * model.rope_scale).contiguous()
