@@ -1,8 +1,8 @@
 """The Triton kernels of the GPU verify step (engine/kernels.py), run by Triton's interpreter on
 CPU tensors: the fused forward computes what the unfused compact forward computes, logits and the
 keys and values it leaves in the cache, for each architecture, with sessions at different
-positions, a session padded after its real tokens, a padding session in the scratch slot, and
-attention both split over key ranges and whole."""
+positions, a session padded after its real tokens, a padding session in the scratch slot,
+attention both split over key ranges and whole, and a prefill longer than one block of rows."""
 
 from __future__ import annotations
 
@@ -59,11 +59,19 @@ def test_the_fused_step_equals_the_unfused_one(architecture: str, sessions: int,
         assert torch.allclose(tensor, wanted, atol=1e-5)
 
 
-def test_the_fused_step_refuses_more_new_tokens_than_its_query_tile(tiny_pair: TinyPair) -> None:
-    engine = prefilled("llama", tiny_pair)
-    tokens = torch.zeros((1, 17), dtype=torch.long)
-    with pytest.raises(ValueError, match="at most 16 new tokens"):
-        fused_forward(engine.model, engine.kv, torch.tensor([0]), tokens, torch.arange(17)[None], 256, 1)
+@pytest.mark.parametrize("architecture", ["qwen3", "llama"])
+@torch.inference_mode()
+def test_a_fused_prefill_equals_the_unfused_one(architecture: str, tiny_pair: TinyPair) -> None:
+    """A prompt of 70 tokens: its query rows span several blocks of the attention kernel."""
+    engine = prefilled(architecture, tiny_pair)
+    tokens = torch.randint(0, 300, (1, 70))
+    positions, slot = torch.arange(70)[None], torch.tensor([3])
+    expected = engine.model.forward(engine.kv, slot, tokens, positions, 70, 70)
+    written = cache_of(engine)
+    fused = fused_forward(engine.model, engine.kv, slot, tokens, positions, 70, 70)
+    assert torch.allclose(fused, expected, atol=1e-4, rtol=1e-4)
+    for tensor, wanted in zip(cache_of(engine), written, strict=True):
+        assert torch.allclose(tensor, wanted, atol=1e-5)
 
 
 @pytest.mark.parametrize("rows", [1, 5, 16])

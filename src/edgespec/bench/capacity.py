@@ -16,7 +16,7 @@ import multiprocessing
 import random
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -39,6 +39,9 @@ class Phase:
     tokens: int
     seconds: float
     per_session_tokens_per_s: float
+    forward_calls: int = 0  # the cloud's batched forward calls in the phase
+    mean_batch: float = 0.0  # sessions per call
+    graphs_captured: int = 0  # new CUDA graph shapes met during the phase (each a stall)
 
     @property
     def tokens_per_s(self) -> float:
@@ -139,10 +142,40 @@ def _split(items: range, parts: int) -> list[range]:
     return [items[i::parts] for i in range(parts) if items[i::parts]]
 
 
+class CountingEngine:
+    """The engine, with its batched forward calls counted: how the cloud's batches formed."""
+
+    def __init__(self, engine: StaticEngine) -> None:
+        self.engine = engine
+        self.calls = self.sessions = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.engine, name)
+
+    def forward_many(self, works: list) -> list[torch.Tensor]:
+        self.calls += 1
+        self.sessions += len(works)
+        return self.engine.forward_many(works)
+
+    def forward(self, session: object, tokens: list[int], n_logits: int) -> torch.Tensor:
+        self.calls += 1
+        self.sessions += 1
+        return self.engine.forward(session, tokens, n_logits)  # type: ignore[arg-type]
+
+    def snapshot(self) -> tuple[int, int, int]:
+        return self.calls, self.sessions, len(self.engine.graphs or [])
+
+
+def counted(phase: Phase, before: tuple[int, int, int], after: tuple[int, int, int]) -> Phase:
+    calls, sessions, graphs = (a - b for a, b in zip(after, before, strict=True))
+    return replace(phase, forward_calls=calls, mean_batch=sessions / max(calls, 1), graphs_captured=graphs)
+
+
 async def measure(engine: StaticEngine, plan: Plan) -> list[Phase]:
     tokenizer = TokenizerInfo(build_tokenizer(TINY_VOCAB), "capacity-bench", eos_token_ids=())
     config = CloudConfig(ModelConfig("random weights"), port=0, synthetic_acceptance=plan.alpha)
-    server = CloudServer(Verifier(engine, plan.alpha), tokenizer, config, "random weights")
+    counting = CountingEngine(engine)
+    server = CloudServer(Verifier(counting, plan.alpha), tokenizer, config, "random weights")  # type: ignore[arg-type]
     _, port = await server.start()
     spawn = multiprocessing.get_context("spawn")  # never fork a process that holds a CUDA context
     try:
@@ -150,7 +183,9 @@ async def measure(engine: StaticEngine, plan: Plan) -> list[Phase]:
             results = []
             for mode in ("spec", "cloud"):
                 await phase(pool, port, tokenizer.identity, plan, mode, plan.warm_up_s)
-                results.append(await phase(pool, port, tokenizer.identity, plan, mode, plan.seconds))
+                before = counting.snapshot()
+                measured = await phase(pool, port, tokenizer.identity, plan, mode, plan.seconds)
+                results.append(counted(measured, before, counting.snapshot()))
                 print(_line(results[-1]), flush=True)
         return results
     finally:
@@ -159,7 +194,11 @@ async def measure(engine: StaticEngine, plan: Plan) -> list[Phase]:
 
 def _line(result: Phase) -> str:
     rates = f"{result.tokens_per_s:8.0f} output tok/s of the cloud  {result.per_session_tokens_per_s:7.1f} per session"
-    return f"{result.mode:5s}  {rates}  ({result.tokens} tokens in {result.seconds:.1f} s)"
+    batches = f"{result.forward_calls / result.seconds:.0f} forward calls/s of {result.mean_batch:.1f} sessions"
+    return (
+        f"{result.mode:5s}  {rates}  ({result.tokens} tokens in {result.seconds:.1f} s; {batches}, "
+        f"{result.graphs_captured} graphs captured)"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

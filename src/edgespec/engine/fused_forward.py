@@ -1,7 +1,6 @@
 """The compact forward with the small operations fused into Triton kernels (kernels.py): the GPU
-verify step. Same arithmetic and the same cache as CompactModel.forward, which stays the path for
-CPUs and for prefills longer than the kernels' query tile (cached_attention holds all of a
-session's query rows in one program)."""
+path for verify steps (replayed from CUDA graphs) and for prefills (run as they come). Same
+arithmetic and the same cache as CompactModel.forward, which stays the path for CPUs."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from edgespec.engine import kernels
 from edgespec.engine.compact_model import CompactModel
 from edgespec.engine.static_kv import StaticKV
 
-MAX_NEW_TOKENS = 16  # per session: the query tile of cached_attention stays within one program
 SKINNY = True  # steps of at most SKINNY_ROWS tokens take their matrix products from kernels.skinny_linear
 
 
@@ -26,8 +24,6 @@ def fused_forward(
     n_logits: int,
 ) -> torch.Tensor:
     """Logits [batch, n_logits, vocab] of the last positions, as CompactModel.forward."""
-    if tokens.shape[1] > MAX_NEW_TOKENS:
-        raise ValueError(f"the fused step takes at most {MAX_NEW_TOKENS} new tokens per session")
     shape, layers = model.shape, model.layers
     rotation = _rotation(model, positions)
     where = (slots, positions)

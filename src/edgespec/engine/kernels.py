@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 ATTENTION_BLOCK = 64  # keys per inner step of the attention kernel
+QUERY_BLOCK = 64  # query rows (tokens × heads of a group) per attention program
 PROGRAMS_PER_SM = 1  # attention programs per multiprocessor; more splits cost more than they gained
 SKINNY_ROWS = 16
 SKINNY_K = 256  # the inner dimension skinny_linear takes is a multiple of this, its largest K block
@@ -85,31 +86,31 @@ def cached_attention(
 ) -> torch.Tensor:
     """Attention output [B, q, heads, head_dim]: each query sees its session's keys up to its own
     position. The heads sharing a key head are extra query rows of one program, so each key is
-    read once per session."""
+    read once per session; a prefill's many rows are cut into blocks of QUERY_BLOCK rows."""
     batch, new_tokens, heads, head_dim = query.shape
     keys, values = cache
     max_len, kv_heads = keys.shape[1], keys.shape[2]
     group = heads // kv_heads
-    rows = max(16, triton.next_power_of_2(new_tokens * group))  # tl.dot needs 16 rows or more
-    splits = _splits(batch * kv_heads, span, query.device)
+    rows = min(QUERY_BLOCK, max(16, triton.next_power_of_2(new_tokens * group)))  # tl.dot takes ≥ 16
+    row_blocks = triton.cdiv(new_tokens * group, rows)
+    splits = _splits(batch * kv_heads * row_blocks, span, query.device)
     chunk = triton.cdiv(triton.cdiv(span, splits), ATTENTION_BLOCK) * ATTENTION_BLOCK
     out = torch.empty_like(query)
+    all_rows = row_blocks * rows
     partial = (
-        query.new_empty(batch * kv_heads, splits, rows, head_dim, dtype=torch.float32),
-        query.new_empty(batch * kv_heads, splits, rows, dtype=torch.float32),  # running maxima
-        query.new_empty(batch * kv_heads, splits, rows, dtype=torch.float32),  # running sums
+        query.new_empty(batch * kv_heads, splits, all_rows, head_dim, dtype=torch.float32),
+        query.new_empty(batch * kv_heads, splits, all_rows, dtype=torch.float32),  # running maxima
+        query.new_empty(batch * kv_heads, splits, all_rows, dtype=torch.float32),  # running sums
     )
-    warps = 8 if rows * head_dim > 64 * 128 else 4
-    _attention[(batch * kv_heads, splits)](
+    _attention[(batch * kv_heads, splits, row_blocks)](
         query, keys, values, *where, out, *partial,
-        new_tokens, span, max_len, heads, kv_heads, chunk, head_dim**-0.5,
+        new_tokens, span, max_len, heads, kv_heads, chunk, all_rows, head_dim**-0.5,
         GROUP=group, HEAD_DIM=head_dim, ROWS=rows, BLOCK_N=ATTENTION_BLOCK, SPLIT=splits > 1,
-        num_warps=warps,
     )  # fmt: skip
     if splits > 1:
         _combine[(batch * kv_heads, new_tokens * group)](
-            *partial, out, splits, new_tokens, heads, kv_heads,
-            GROUP=group, HEAD_DIM=head_dim, ROWS=rows, SPLITS=triton.next_power_of_2(splits),
+            *partial, out, splits, new_tokens, heads, kv_heads, all_rows,
+            GROUP=group, HEAD_DIM=head_dim, SPLITS=triton.next_power_of_2(splits),
         )  # fmt: skip
     return out
 
@@ -133,12 +134,12 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return out
 
 
-def _splits(pairs: int, span: int, device: torch.device) -> int:
-    """Key ranges per (session, key head): few sessions get several, so the step has about
-    PROGRAMS_PER_SM programs for every multiprocessor; each range at least one block."""
+def _splits(programs: int, span: int, device: torch.device) -> int:
+    """Key ranges per (session, key head, row block): few programs get several, so the step has
+    about PROGRAMS_PER_SM programs for every multiprocessor; each range at least one block."""
     on_gpu = device.type == "cuda"
     processors = torch.cuda.get_device_properties(device).multi_processor_count if on_gpu else 8  # interpreter
-    wanted = triton.cdiv(PROGRAMS_PER_SM * processors, pairs)
+    wanted = triton.cdiv(PROGRAMS_PER_SM * processors, programs)
     return max(1, min(wanted, triton.cdiv(span, ATTENTION_BLOCK)))
 
 
@@ -213,20 +214,21 @@ def _rotate_and_store(qkv_ptr, query_ptr, keys_ptr, values_ptr, q_norm_ptr, k_no
 
 @triton.jit
 def _attention(query_ptr, keys_ptr, values_ptr, slots_ptr, positions_ptr, out_ptr, acc_ptr, max_ptr, sum_ptr,
-               new_tokens, span, max_len, heads, kv_heads, chunk, scale,
+               new_tokens, span, max_len, heads, kv_heads, chunk, all_rows, scale,
                GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
                SPLIT: tl.constexpr):  # fmt: skip
     pair = tl.program_id(0).to(tl.int64)  # b·kv_heads + kv
     split = tl.program_id(1)
     session, kv = pair // kv_heads, pair % kv_heads
-    rows = tl.arange(0, ROWS)  # row r is token r // GROUP of query head kv·GROUP + r % GROUP
+    rows = tl.program_id(2) * ROWS + tl.arange(0, ROWS)  # row r: token r // GROUP, head kv·GROUP + r % GROUP
     real = rows < new_tokens * GROUP
     token = session * new_tokens + rows // GROUP
     head_offset = (token * heads + kv * GROUP + rows % GROUP) * HEAD_DIM
     dims = tl.arange(0, HEAD_DIM)
     query = tl.load(query_ptr + head_offset[:, None] + dims[None, :], mask=real[:, None], other=0.0)
     row_position = tl.load(positions_ptr + token, mask=real, other=0)
-    last = tl.load(positions_ptr + session * new_tokens + new_tokens - 1)
+    last_token = tl.minimum(tl.program_id(2) * ROWS + ROWS - 1, new_tokens * GROUP - 1) // GROUP
+    last = tl.load(positions_ptr + session * new_tokens + last_token)  # no row of this block sees past it
     start = split * chunk
     stop = tl.minimum(tl.minimum(start + chunk, last + 1), span)
     stride = kv_heads * HEAD_DIM  # between positions in the cache
@@ -251,24 +253,24 @@ def _attention(query_ptr, keys_ptr, values_ptr, slots_ptr, positions_ptr, out_pt
         running_max = new_max
     if SPLIT:
         part = pair * tl.num_programs(1) + split
-        tl.store(acc_ptr + (part * ROWS + rows[:, None]) * HEAD_DIM + dims[None, :], acc)
-        tl.store(max_ptr + part * ROWS + rows, running_max)
-        tl.store(sum_ptr + part * ROWS + rows, running_sum)
+        tl.store(acc_ptr + (part * all_rows + rows[:, None]) * HEAD_DIM + dims[None, :], acc)
+        tl.store(max_ptr + part * all_rows + rows, running_max)
+        tl.store(sum_ptr + part * all_rows + rows, running_sum)
     else:
         out = acc / running_sum[:, None]
         tl.store(out_ptr + head_offset[:, None] + dims[None, :], out, mask=real[:, None])
 
 
 @triton.jit
-def _combine(acc_ptr, max_ptr, sum_ptr, out_ptr, splits, new_tokens, heads, kv_heads,
-             GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, SPLITS: tl.constexpr):  # fmt: skip
+def _combine(acc_ptr, max_ptr, sum_ptr, out_ptr, splits, new_tokens, heads, kv_heads, all_rows,
+             GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr):  # fmt: skip
     """Merge one query row's partial results over its key ranges (log-sum-exp weights)."""
     pair = tl.program_id(0).to(tl.int64)
     row = tl.program_id(1)
     session, kv = pair // kv_heads, pair % kv_heads
     parts = tl.arange(0, SPLITS)
     present = parts < splits
-    at = (pair * splits + parts) * ROWS + row
+    at = (pair * splits + parts) * all_rows + row
     maxima = tl.load(max_ptr + at, mask=present, other=-1e30)
     weights = tl.where(present, tl.exp(maxima - tl.max(maxima, axis=0)), 0.0)
     total = tl.sum(weights * tl.load(sum_ptr + at, mask=present, other=0.0), axis=0)

@@ -22,7 +22,7 @@ from edgespec.engine.sharding import Parallel, shard
 from edgespec.engine.slots import SlotPool
 from edgespec.engine.static_kv import StaticKV
 
-GRAPH_MAX_TOKENS = 16  # new tokens per session that graphs serve; longer prefills run eagerly
+GRAPH_MAX_TOKENS = 16  # new tokens per session that graphs serve; longer prefills run as they come
 CPU_KV_BUDGET = 1 << 30
 GPU_KV_SHARE = 0.5  # of the memory free once the weights are in
 NUMERICS = "torch static KV: transformers' arithmetic; exact in float32; in bf16 rounding varies with batch shape"
@@ -62,10 +62,11 @@ class StaticEngine:
         )
         self._slots = SlotPool(self.max_sessions, "KV slots", RuntimeError)
         on_gpu = self.device.type == "cuda"
-        self.graphs = VerifyGraphs(self._graph_step(fused), self.kv, self._scratch_slot) if on_gpu else None
+        self._step = self._chosen_step(fused and on_gpu)
+        self.graphs = VerifyGraphs(self._step, self.kv, self._scratch_slot) if on_gpu else None
         self.batch_tokens = self.max_sessions * GRAPH_MAX_TOKENS
 
-    def _graph_step(self, fused: bool) -> Step:
+    def _chosen_step(self, fused: bool) -> Step:
         if not fused:
             return self.model.forward
         from edgespec.engine.fused_forward import fused_forward  # Triton: GPU installs only
@@ -90,10 +91,12 @@ class StaticEngine:
             if len(work.session.tokens) + len(work.tokens) > self.max_context:
                 raise ValueError(f"a session would exceed the context of {self.max_context} tokens")
             self._slots.take(work.session)
-        if self.graphs is not None and max(len(work.tokens) for work in works) <= GRAPH_MAX_TOKENS:
-            logits = self._replayed(works)
-        else:  # a long prefill, or a CPU: exact shapes, one session at a time
-            logits = [self._eager(work) for work in works]
+        # Rounds go through a graph together; a long prefill among them (a session opening) runs on
+        # its own, eagerly, without taking the others off the graph. On a CPU: one at a time.
+        on_graph = self.graphs is not None
+        replayed = [i for i, work in enumerate(works) if on_graph and len(work.tokens) <= GRAPH_MAX_TOKENS]
+        from_graph = dict(zip(replayed, self._replayed([works[i] for i in replayed]), strict=True)) if replayed else {}
+        logits = [from_graph[i] if i in from_graph else self._eager(work) for i, work in enumerate(works)]
         for work in works:
             work.session.tokens.extend(work.tokens)
         return [
@@ -104,7 +107,7 @@ class StaticEngine:
         tokens, positions = self._inputs([work], len(work.tokens))
         span = len(work.session.tokens) + len(work.tokens)
         slots = torch.tensor([work.session.cache], device=self.device)
-        return self.model.forward(self.kv, slots, tokens, positions, span, len(work.tokens))[0]
+        return self._step(self.kv, slots, tokens, positions, span, len(work.tokens))[0]
 
     def _replayed(self, works: list[Work]) -> list[torch.Tensor]:
         assert self.graphs is not None

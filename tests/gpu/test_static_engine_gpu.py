@@ -1,0 +1,47 @@
+"""The static engine on a GPU (skipped without one; run on the lent GPU machines): the fused step,
+replayed from CUDA graphs, computes what transformers computes, for sessions verified together
+while another session's long prefill shares their batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from edgespec.engine.base import Work
+from edgespec.engine.static_engine import StaticEngine
+from edgespec.engine.torch_engine import TorchEngine
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+SMALL = {
+    "vocab_size": 512, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+    "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 32, "initializer_range": 0.3,
+    "max_position_embeddings": 1024,
+}  # fmt: skip
+TOLERANCE = 2e-2  # float32 matrix products on tensor cores (TF32) against transformers' own
+
+
+@torch.inference_mode()
+def test_a_prefill_does_not_take_the_rounds_beside_it_off_the_graph() -> None:
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(**SMALL)).eval().cuda()
+    engine, reference = StaticEngine(model, max_sessions=4, max_context=512), TorchEngine(model)
+    prompts = [torch.randint(0, 512, (n,)).tolist() for n in (40, 90, 300)]
+    ours = [engine.new_session() for _ in prompts]
+    theirs = [reference.new_session() for _ in prompts]
+    for session, twin, prompt in zip(ours[:2], theirs[:2], prompts[:2], strict=True):
+        engine.forward(session, prompt, 1)
+        reference.forward(twin, prompt, 1)
+
+    rounds = [[7, 8, 9, 10, 11], [12, 13, 14]]
+    works = [Work(s, tokens, len(tokens)) for s, tokens in zip(ours[:2], rounds, strict=True)]
+    got = engine.forward_many([*works, Work(ours[2], prompts[2], 1)])  # the third session opens
+
+    assert len(engine.graphs or []) >= 1  # the two rounds were replayed
+    wanted = [reference.forward(t, tokens, len(tokens)) for t, tokens in zip(theirs[:2], rounds, strict=True)]
+    wanted.append(reference.forward(theirs[2], prompts[2], 1))
+    for ours_logits, their_logits in zip(got, wanted, strict=True):
+        relative = (ours_logits.float() - their_logits.float()).norm() / their_logits.float().norm()
+        assert relative < TOLERANCE
+        assert torch.equal(ours_logits.argmax(-1), their_logits.argmax(-1))
