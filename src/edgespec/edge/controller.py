@@ -14,6 +14,10 @@ moving estimates (edge/estimates.py) and takes the best:
   After PROBE_AFTER_BURSTS bursts in a row one round runs anyway: only rounds measure what rounds
   cost, and an estimate that is never refreshed could keep rounds out for good.
 
+The choice keeps the current draft length (or keeps bursting) unless another choice is predicted
+to be more than HYSTERESIS faster: predictions made from noisy estimates wobble around near-ties,
+and with pipelined drafting every change of k costs work already drafted ahead for the old one.
+
 One controller serves every request of an edge: the link and the model pair are shared, so what
 one request measured is the next one's starting point.
 """
@@ -29,6 +33,7 @@ TIME_WEIGHT = 0.25  # of a new sample in the moving estimates of time: follows a
 BURST_RTT_SHARE = 0.05
 MIN_BURST, MAX_BURST = 8, 256
 PROBE_AFTER_BURSTS = 8  # then one round, so estimates only rounds refresh (verify costs) cannot go stale
+HYSTERESIS = 0.03  # the predicted gain a change of choice must promise
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class SpecController:
         self.draft_token = Ewma(TIME_WEIGHT)  # one draft forward
         self.decode_step = Ewma(TIME_WEIGHT)  # the cloud's per-token time in a burst, as the edge sees it
         self._bursts_in_a_row = 0
+        self._current: Step | None = None  # the latest choice, which a change must beat by HYSTERESIS
 
     # --- observations ---------------------------------------------------------------------------
 
@@ -99,8 +105,20 @@ class SpecController:
         rounds = [Step(k, 0, self._round_rate(k, pipeline)) for k in range(1, longest + 1)]
         probing = self._bursts_in_a_row >= PROBE_AFTER_BURSTS and rounds
         options = rounds if probing else [*rounds, self._burst(remaining)]
-        best = max(options, key=lambda step: step.predicted_tokens_per_s or 0.0)
+        best = self._kept(options, max(options, key=_rate))
         self._bursts_in_a_row = self._bursts_in_a_row + 1 if best.burst else 0
+        self._current = best
+        return best
+
+    def _kept(self, options: list[Step], best: Step) -> Step:
+        """The current choice, if it is still on offer and within HYSTERESIS of the best."""
+        current = self._current
+        if current is None:
+            return best
+        same = (s for s in options if (s.burst > 0) == (current.burst > 0) and (s.burst or s.k == current.k))
+        kept = next(same, None)
+        if kept is not None and _rate(kept) >= (1 - HYSTERESIS) * _rate(best):
+            return kept
         return best
 
     def snapshot(self) -> Snapshot:
@@ -129,3 +147,7 @@ class SpecController:
     def _decode_step(self) -> float:
         """The cloud's time per decoded token: measured in bursts, else a one-token verify's cost."""
         return self.decode_step.value if self.decode_step.value is not None else self.verify.cost(1)
+
+
+def _rate(step: Step) -> float:
+    return step.predicted_tokens_per_s or 0.0

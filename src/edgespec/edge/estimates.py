@@ -6,7 +6,6 @@ and tested on its own. All times are in seconds.
 
 from __future__ import annotations
 
-import bisect
 import math
 
 
@@ -90,20 +89,25 @@ class Acceptance:
 
 
 class VerifyCosts:
-    """The cloud's time for a forward over m tokens (m = k + 1), by m.
+    """The cloud's time for a forward over m tokens (m = k + 1).
 
-    m values not measured yet are estimated optimistically, so the controller tries them once
-    rather than never: between two measured values, linearly; above the largest, that value (a
-    verify pass is memory-bound on a GPU: more tokens cost little); below the smallest,
-    proportionally to m (as if compute-bound)."""
+    Each m measured keeps a moving average; the cost of any m is read off a line a + b·m fitted to
+    them, each weighing as often as it was measured (up to FIT_WEIGHT_CAP). Pooled so, one noisy
+    or cold sample of a rarely tried m cannot reorder the choices, and m not tried yet get a
+    value from those that were. The slope is never negative: more tokens never cost less. With one
+    m measured, larger m are taken to cost the same (a verify is memory-bound on a GPU: more
+    tokens cost little, so the controller tries them) and smaller m proportionally less."""
 
     WEIGHT = 0.2
+    FIT_WEIGHT_CAP = 8
 
     def __init__(self) -> None:
         self._by_m: dict[int, Ewma] = {}
+        self._counts: dict[int, int] = {}
 
     def observe(self, m: int, seconds: float) -> None:
         self._by_m.setdefault(m, Ewma(self.WEIGHT)).add(seconds)
+        self._counts[m] = self._counts.get(m, 0) + 1
 
     @property
     def known(self) -> bool:
@@ -112,20 +116,24 @@ class VerifyCosts:
     def cost(self, m: int) -> float:
         if not self._by_m:
             raise ValueError("no verify cost measured yet")
-        ms = sorted(self._by_m)
-        values = [self._value(x) for x in ms]
-        at = bisect.bisect_left(ms, m)
-        if at < len(ms) and ms[at] == m:
-            return values[at]
-        if at == 0:
-            return values[0] * m / ms[0]
-        if at == len(ms):
-            return values[-1]
-        left, right = ms[at - 1], ms[at]
-        share = (m - left) / (right - left)
-        return values[at - 1] + share * (values[at] - values[at - 1])
+        if len(self._by_m) == 1:
+            ((measured, average),) = self._by_m.items()
+            value = _value(average)
+            return value if m >= measured else value * m / measured
+        intercept, slope = self._line()
+        return max(intercept + slope * m, 0.0)
 
-    def _value(self, m: int) -> float:
-        value = self._by_m[m].value
-        assert value is not None
-        return value
+    def _line(self) -> tuple[float, float]:
+        """Weighted least squares over the measured m (at least two of them)."""
+        points = [(m, _value(average), min(self._counts[m], self.FIT_WEIGHT_CAP)) for m, average in self._by_m.items()]
+        total = sum(w for _, _, w in points)
+        mean_m = sum(w * m for m, _, w in points) / total
+        mean_v = sum(w * v for _, v, w in points) / total
+        spread = sum(w * (m - mean_m) ** 2 for m, _, w in points)
+        slope = max(sum(w * (m - mean_m) * (v - mean_v) for m, v, w in points) / spread, 0.0)
+        return mean_v - slope * mean_m, slope
+
+
+def _value(average: Ewma) -> float:
+    assert average.value is not None
+    return average.value
