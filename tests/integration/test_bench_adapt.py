@@ -26,6 +26,7 @@ def test_after_the_step_auto_turns_to_cloud_bursts(record: dict) -> None:
     after = [e for e in record["exchanges"] if e["after_step"]]
     assert len(before) >= 6 and len(after) >= 14
     assert all(e["tokens"] > 0 and e["seconds"] > 0 for e in before + after)
+    assert record["window_requests"] == 2  # one request of each built-in prompt
     assert [e["choice"] for e in after[-5:]] == ["cloud"] * 5
 
 

@@ -4,7 +4,9 @@ An edge decodes with `--num-speculative-tokens auto` over an emulated link of on
 number of exchanges (rounds or cloud bursts) the link's RTT steps to another value mid-request.
 Every exchange is timed. Then, at the new RTT, each fixed draft length (pipelined) and cloud
 decoding run the same prompts, as the reference: how many exchanges after the step does auto's
-rate come back within 5% of the best of them?
+rate come back within 5% of the best of them? Auto's rate is read over windows of whole requests,
+one of each prompt: the prompts' acceptance differs more than the controller's choices do, so a
+window of a few exchanges measures which prompt is running, not how well auto chose.
 
 Rates are steady-state: a request's first exchange (which carries the prompt's prefill) is left
 out, for auto and the references alike.
@@ -33,7 +35,6 @@ from edgespec.metrics.observer import NullObserver
 from edgespec.processes import cloud_process
 from edgespec.transport.resilient import ResilientLink
 
-WINDOW = 10  # exchanges per point of the windowed rate
 NEAR_BEST = 0.95
 
 
@@ -56,6 +57,7 @@ class Exchange:
     """One round or burst of auto: what it chose, what it committed, how long it took."""
 
     after_step: bool
+    request: int  # which request of the run it belongs to (they cycle through the prompts)
     choice: str  # a draft length, or "cloud"
     tokens: int
     seconds: float
@@ -107,7 +109,7 @@ async def _auto_through_the_step(
         prompt = prompts[request % len(prompts)]
         request += 1
         marks = await _timed(runtime, _request(prompt, plan, num_speculative_tokens=AUTO))
-        exchanges += _exchanges(log.choices, marks, stepped)
+        exchanges += _exchanges(log.choices, marks, stepped, request)
         log.choices.clear()
         if not stepped and len(exchanges) >= plan.exchanges_before:
             link = runtime.links.pick() if runtime.links is not None else None
@@ -127,7 +129,9 @@ async def _timed(runtime: EdgeRuntime, request: GenerationRequest) -> list[tuple
     return [(time.perf_counter(), len(chunk.tokens)) async for chunk in runtime.generate(request)]
 
 
-def _exchanges(choices: list[tuple[float, Step]], marks: list[tuple[float, int]], after_step: bool) -> list[Exchange]:
+def _exchanges(
+    choices: list[tuple[float, Step]], marks: list[tuple[float, int]], after_step: bool, request: int
+) -> list[Exchange]:
     """Each decision opens an exchange that lasts until the next one; its tokens are the chunks
     that arrived meanwhile. The request's first chunk (after the prompt's prefill) is left out,
     as in the references, so each exchange is timed from the chunk before its own first chunk."""
@@ -137,7 +141,8 @@ def _exchanges(choices: list[tuple[float, Step]], marks: list[tuple[float, int]]
     for (start, step), end in zip(choices, ends, strict=True):
         arrived = [(at, count) for at, count in marks if start < at <= end and at > first_at]
         if arrived:
-            exchanges.append(Exchange(after_step, step.label, sum(c for _, c in arrived), arrived[-1][0] - previous))
+            tokens, seconds = sum(c for _, c in arrived), arrived[-1][0] - previous
+            exchanges.append(Exchange(after_step, request, step.label, tokens, seconds))
             previous = arrived[-1][0]
     return exchanges
 
@@ -157,20 +162,24 @@ async def _references(runtime: EdgeRuntime, prompts: list[list[int]], plan: Adap
     return rates
 
 
-def windowed_rates(exchanges: list[Exchange]) -> list[float]:
-    """Tokens/s over each trailing window of WINDOW exchanges after the step."""
+def windowed_rates(exchanges: list[Exchange], window_requests: int) -> list[tuple[int, float]]:
+    """At the end of each request after the step: (exchanges after the step so far, tokens/s over
+    the last `window_requests` whole requests)."""
     after = [e for e in exchanges if e.after_step]
-    return [
-        sum(e.tokens for e in after[i - WINDOW : i]) / sum(e.seconds for e in after[i - WINDOW : i])
-        for i in range(WINDOW, len(after) + 1)
-    ]
+    requests = sorted({e.request for e in after})
+    points = []
+    for end in range(window_requests, len(requests) + 1):
+        inside = set(requests[end - window_requests : end])
+        window = [e for e in after if e.request in inside]
+        so_far = sum(e.request <= requests[end - 1] for e in after)
+        points.append((so_far, sum(e.tokens for e in window) / sum(e.seconds for e in window)))
+    return points
 
 
-def exchanges_to_recover(exchanges: list[Exchange], best_rate: float) -> int | None:
-    """Exchanges after the step until the trailing window's rate is within 5% of the best
-    reference and stays there; None if it never does."""
-    rates = windowed_rates(exchanges)
+def exchanges_to_recover(exchanges: list[Exchange], best_rate: float, window_requests: int) -> int | None:
+    """Exchanges after the step until the windowed rate is within 5% of the best reference and
+    stays there (counted to the end of the first such window); None if it never is."""
     recovered = None
-    for i, rate in enumerate(rates):
-        recovered = (recovered if recovered is not None else i + WINDOW) if rate >= NEAR_BEST * best_rate else None
+    for so_far, rate in windowed_rates(exchanges, window_requests):
+        recovered = (recovered if recovered is not None else so_far) if rate >= NEAR_BEST * best_rate else None
     return recovered

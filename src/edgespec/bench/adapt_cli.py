@@ -9,7 +9,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from edgespec.bench.adapt import WINDOW, AdaptPlan, Exchange, exchanges_to_recover, run_adapt, windowed_rates
+from edgespec.bench.adapt import AdaptPlan, Exchange, exchanges_to_recover, run_adapt, windowed_rates
 
 
 def add_adapt_args(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,8 @@ def run_adapt_command(args: argparse.Namespace) -> None:
     )
     exchanges, references = asyncio.run(run_adapt(plan))
     best_label = max(references, key=references.__getitem__)
-    recovered = exchanges_to_recover(exchanges, references[best_label])
+    window = len(plan.prompts)  # requests per window: one of each prompt
+    recovered = exchanges_to_recover(exchanges, references[best_label], window)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {
@@ -42,17 +43,17 @@ def run_adapt_command(args: argparse.Namespace) -> None:
         "references_tokens_per_s": references,
         "best_reference": best_label,
         "exchanges_to_recover": recovered,
-        "window": WINDOW,
+        "window_requests": window,
         "exchanges": [asdict(e) for e in exchanges],
     }
     (out / "results.json").write_text(json.dumps(record, indent=1))
-    _plot(exchanges, references, best_label, recovered, out / "adapt.png")
+    _plot(exchanges, references, (best_label, window), recovered, out / "adapt.png")
     print(_summary(exchanges, references, best_label, recovered))
 
 
 def _plan(args: argparse.Namespace) -> AdaptPlan:
-    if args.exchanges_before < 1 or args.exchanges_after <= WINDOW:
-        raise ValueError(f"--exchanges-before must be at least 1 and --exchanges-after above {WINDOW}")
+    if args.exchanges_before < 1 or args.exchanges_after < 1:
+        raise ValueError("--exchanges-before and --exchanges-after must be at least 1")
     if args.rtt_before_ms < 0 or args.rtt_after_ms < 0 or args.max_tokens < 2:
         raise ValueError("RTTs must not be negative and --max-tokens must be at least 2")
     try:
@@ -81,21 +82,24 @@ def _summary(exchanges: list[Exchange], references: dict[str, float], best: str,
 
 
 def _plot(
-    exchanges: list[Exchange], references: dict[str, float], best: str, recovered: int | None, path: Path
-) -> None:
+    exchanges: list[Exchange], references: dict[str, float], best_and_window: tuple[str, int], recovered: int | None,
+    path: Path,
+) -> None:  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    best, window = best_and_window
     before = sum(not e.after_step for e in exchanges)
     figure, (choices, rates) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     xs = [i - before for i in range(len(exchanges))]
     ks = [0 if e.choice == "cloud" else int(e.choice) for e in exchanges]
     choices.step(xs, ks, where="post", color="C3")
     choices.set(ylabel="k chosen (0: cloud burst)", title="auto through an RTT step")
-    windowed = windowed_rates(exchanges)
-    rates.plot(range(WINDOW, WINDOW + len(windowed)), windowed, color="C3", label=f"auto, last {WINDOW} exchanges")
+    windowed = windowed_rates(exchanges, window)
+    label = f"auto, last {window} requests"
+    rates.plot([x for x, _ in windowed], [rate for _, rate in windowed], color="C3", marker=".", label=label)
     for label, rate in references.items():
         style = "-" if label == best else ":"
         rates.axhline(rate, linestyle=style, linewidth=1, color="black" if label == "cloud" else "gray")
