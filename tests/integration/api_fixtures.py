@@ -27,6 +27,16 @@ from edgespec.processes import (
     wait_until_ready,
 )
 
+# A greedy request long enough to be cut mid-stream (the link-loss and failover tests)
+LONG_PROMPT = "for i in range(10):"
+LONG_MAX_TOKENS = 300
+LONG_BODY = {"temperature": 0.0, "ignore_eos": True, "return_token_ids": True, "num_speculative_tokens": 1}
+
+
+def complete_long(client: openai.OpenAI, max_tokens: int = LONG_MAX_TOKENS) -> Completion:
+    """The long request, not streamed: the reference an interrupted stream must equal."""
+    return client.completions.create(model="tiny", prompt=LONG_PROMPT, max_tokens=max_tokens, extra_body=LONG_BODY)
+
 
 @dataclass(frozen=True)
 class Cloud:

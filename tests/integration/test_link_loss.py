@@ -13,19 +13,19 @@ import pytest
 
 from tests.conftest import TinyPair
 from tests.integration.api_fixtures import (
+    LONG_BODY,
+    LONG_MAX_TOKENS,
+    LONG_PROMPT,
     KillableEdge,
     RestartableCloud,
     cloud_with_metrics,
+    complete_long,
     edge_url,
     eventually,
     metric_value,
     open_stream,
     read_stream,
 )
-
-PROMPT = "for i in range(10):"
-MAX_TOKENS = 300
-BODY = {"temperature": 0.0, "ignore_eos": True, "return_token_ids": True, "num_speculative_tokens": 1}
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def cloud(tiny_pair: TinyPair) -> Iterator[RestartableCloud]:
 
 def stream_with_restart(client: openai.OpenAI, cloud: RestartableCloud) -> tuple[list[int], dict, str]:
     """Stream a request, killing and restarting the cloud once its second chunk has arrived."""
-    chunks = open_stream(client, PROMPT, MAX_TOKENS, BODY)
+    chunks = open_stream(client, LONG_PROMPT, LONG_MAX_TOKENS, LONG_BODY)
     ids: list[int] = []
     read_stream(itertools.islice(chunks, 1), ids)
     second = next(chunks)
@@ -51,7 +51,7 @@ def stream_with_restart(client: openai.OpenAI, cloud: RestartableCloud) -> tuple
 def test_wait_policy_continues_exactly_after_a_restart(tiny_pair: TinyPair, cloud: RestartableCloud) -> None:
     with edge_url(tiny_pair.draft, cloud.port, "--on-cloud-loss", "wait") as url:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
-        uninterrupted = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=MAX_TOKENS, extra_body=BODY)
+        uninterrupted = complete_long(client)
         ids, usage, finish = stream_with_restart(client, cloud)
         metrics = url.removesuffix("/v1") + "/metrics"
         assert usage["speculation"]["link_losses"] >= 1  # the restart really fell inside the request
@@ -67,7 +67,7 @@ def test_draft_policy_completes_the_stream_and_marks_it(tiny_pair: TinyPair, clo
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
         ids, usage, finish = stream_with_restart(client, cloud)
         metrics = url.removesuffix("/v1") + "/metrics"
-        assert len(ids) == MAX_TOKENS and finish == "length"
+        assert len(ids) == LONG_MAX_TOKENS and finish == "length"
         assert usage["fallback_tokens"] > 0
         assert metric_value(metrics, "edgespec:fallback_tokens_total") == usage["fallback_tokens"]
         assert eventually(lambda: cloud.sessions_active() == 0)
@@ -79,7 +79,7 @@ def test_an_edge_killed_mid_stream_leaves_no_session_on_the_cloud(tiny_pair: Tin
         try:
             client = openai.OpenAI(base_url=edge.url, api_key="unused", max_retries=0, timeout=60)
             stream = client.completions.create(
-                model="tiny", prompt=PROMPT, max_tokens=MAX_TOKENS, stream=True, extra_body=BODY
+                model="tiny", prompt=LONG_PROMPT, max_tokens=LONG_MAX_TOKENS, stream=True, extra_body=LONG_BODY
             )
             next(iter(stream))
             assert cloud.sessions_active() == 1
@@ -89,7 +89,7 @@ def test_an_edge_killed_mid_stream_leaves_no_session_on_the_cloud(tiny_pair: Tin
         restarted = KillableEdge(tiny_pair.draft, cloud.port)  # a new edge is served at once
         try:
             client = openai.OpenAI(base_url=restarted.url, api_key="unused", max_retries=0, timeout=60)
-            done = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=8, extra_body=BODY)
+            done = complete_long(client, 8)
             assert done.usage.completion_tokens == 8
         finally:
             restarted.kill()

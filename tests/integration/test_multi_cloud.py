@@ -12,17 +12,17 @@ import pytest
 
 from tests.conftest import TinyPair
 from tests.integration.api_fixtures import (
+    LONG_BODY,
+    LONG_MAX_TOKENS,
+    LONG_PROMPT,
     RestartableCloud,
+    complete_long,
     edge_url,
     eventually,
     metric_value,
     open_stream,
     read_stream,
 )
-
-PROMPT = "for i in range(10):"
-MAX_TOKENS = 300
-BODY = {"temperature": 0.0, "ignore_eos": True, "return_token_ids": True, "num_speculative_tokens": 1}
 
 
 @pytest.fixture
@@ -46,10 +46,10 @@ def test_sessions_spread_over_both_clouds_and_survive_losing_one(
     both = ",".join(address(cloud) for cloud in clouds)
     with edge_url(tiny_pair.draft, clouds[0].port, "--cloud", both, "--on-cloud-loss", "wait") as url:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
-        reference = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=MAX_TOKENS, extra_body=BODY)
+        reference = complete_long(client)
         expected = reference.choices[0].model_extra["token_ids"]
 
-        streams = [open_stream(client, PROMPT, MAX_TOKENS, BODY) for _ in range(2)]
+        streams = [open_stream(client, LONG_PROMPT, LONG_MAX_TOKENS, LONG_BODY) for _ in range(2)]
         ids: list[list[int]] = [[], []]
         for number, chunks in enumerate(streams):
             ids[number] += next(chunks).choices[0].model_extra["token_ids"]

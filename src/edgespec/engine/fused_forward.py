@@ -11,8 +11,6 @@ from edgespec.engine import kernels
 from edgespec.engine.compact_model import CompactModel
 from edgespec.engine.static_kv import StaticKV
 
-SKINNY = True  # steps of at most SKINNY_ROWS tokens take their matrix products from kernels.skinny_linear
-
 
 def fused_forward(
     model: CompactModel,
@@ -45,7 +43,7 @@ def fused_forward(
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """A few rows through the skinny kernel, more through the general matrix product."""
     rows, inner = x.numel() // x.shape[-1], x.shape[-1]
-    if SKINNY and rows <= kernels.SKINNY_ROWS and inner % kernels.SKINNY_K == 0:
+    if rows <= kernels.SKINNY_ROWS and inner % kernels.SKINNY_K == 0:
         return kernels.skinny_linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
