@@ -17,6 +17,10 @@ from edgespec.engine.static_engine import StaticEngine
 from tests.conftest import TinyPair
 from tests.unit.test_static_engine import build
 
+pytestmark = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="the interpreter runs only without CUDA; tests/gpu runs the kernels on a GPU"
+)
+
 CONTEXTS = [40, 130, 7, 200]  # prompt lengths of the sessions in slots 0..3
 
 
