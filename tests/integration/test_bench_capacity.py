@@ -19,5 +19,7 @@ def test_capacity_compares_speculation_with_batched_cloud_decoding(tmp_path: Pat
     spec, cloud = json.loads((tmp_path / "capacity.json").read_text())["phases"]
     assert spec["mode"] == "spec" and cloud["mode"] == "cloud"
     assert spec["tokens"] > 0 and cloud["tokens"] > 0
-    assert spec["forward_calls"] > 0 and 1 <= spec["mean_batch"] <= 3  # how the cloud's batches formed
+    tally = spec["tally"]  # how the cloud's batches formed, and where its time went
+    assert tally["calls"] > 0 and 1 <= tally["mean_batch"] <= 3
+    assert tally["prefills"] >= 3 and 0 < tally["busy"] <= 1
     assert "speculation serves" in done.stdout

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from edgespec.bench.capacity_tally import Tally, TimedEngine
 from edgespec.bench.verifier import ARCHITECTURES, random_model
 from edgespec.cloud.server import CloudServer
 from edgespec.cloud.verifier import Verifier
@@ -39,9 +40,7 @@ class Phase:
     tokens: int
     seconds: float
     per_session_tokens_per_s: float
-    forward_calls: int = 0  # the cloud's batched forward calls in the phase
-    mean_batch: float = 0.0  # sessions per call
-    graphs_captured: int = 0  # new CUDA graph shapes met during the phase (each a stall)
+    tally: Tally | None = None  # the cloud's forward calls in the phase
 
     @property
     def tokens_per_s(self) -> float:
@@ -142,40 +141,11 @@ def _split(items: range, parts: int) -> list[range]:
     return [items[i::parts] for i in range(parts) if items[i::parts]]
 
 
-class CountingEngine:
-    """The engine, with its batched forward calls counted: how the cloud's batches formed."""
-
-    def __init__(self, engine: StaticEngine) -> None:
-        self.engine = engine
-        self.calls = self.sessions = 0
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.engine, name)
-
-    def forward_many(self, works: list) -> list[torch.Tensor]:
-        self.calls += 1
-        self.sessions += len(works)
-        return self.engine.forward_many(works)
-
-    def forward(self, session: object, tokens: list[int], n_logits: int) -> torch.Tensor:
-        self.calls += 1
-        self.sessions += 1
-        return self.engine.forward(session, tokens, n_logits)  # type: ignore[arg-type]
-
-    def snapshot(self) -> tuple[int, int, int]:
-        return self.calls, self.sessions, len(self.engine.graphs or [])
-
-
-def counted(phase: Phase, before: tuple[int, int, int], after: tuple[int, int, int]) -> Phase:
-    calls, sessions, graphs = (a - b for a, b in zip(after, before, strict=True))
-    return replace(phase, forward_calls=calls, mean_batch=sessions / max(calls, 1), graphs_captured=graphs)
-
-
 async def measure(engine: StaticEngine, plan: Plan) -> list[Phase]:
     tokenizer = TokenizerInfo(build_tokenizer(TINY_VOCAB), "capacity-bench", eos_token_ids=())
     config = CloudConfig(ModelConfig("random weights"), port=0, synthetic_acceptance=plan.alpha)
-    counting = CountingEngine(engine)
-    server = CloudServer(Verifier(counting, plan.alpha), tokenizer, config, "random weights")  # type: ignore[arg-type]
+    timed = TimedEngine(engine)
+    server = CloudServer(Verifier(timed, plan.alpha), tokenizer, config, "random weights")  # type: ignore[arg-type]
     _, port = await server.start()
     spawn = multiprocessing.get_context("spawn")  # never fork a process that holds a CUDA context
     try:
@@ -183,9 +153,9 @@ async def measure(engine: StaticEngine, plan: Plan) -> list[Phase]:
             results = []
             for mode in ("spec", "cloud"):
                 await phase(pool, port, tokenizer.identity, plan, mode, plan.warm_up_s)
-                before = counting.snapshot()
+                since = timed.mark()
                 measured = await phase(pool, port, tokenizer.identity, plan, mode, plan.seconds)
-                results.append(counted(measured, before, counting.snapshot()))
+                results.append(replace(measured, tally=timed.tally(since, plan.seconds)))
                 print(_line(results[-1]), flush=True)
         return results
     finally:
@@ -194,11 +164,14 @@ async def measure(engine: StaticEngine, plan: Plan) -> list[Phase]:
 
 def _line(result: Phase) -> str:
     rates = f"{result.tokens_per_s:8.0f} output tok/s of the cloud  {result.per_session_tokens_per_s:7.1f} per session"
-    batches = f"{result.forward_calls / result.seconds:.0f} forward calls/s of {result.mean_batch:.1f} sessions"
-    return (
-        f"{result.mode:5s}  {rates}  ({result.tokens} tokens in {result.seconds:.1f} s; {batches}, "
-        f"{result.graphs_captured} graphs captured)"
-    )
+    line = f"{result.mode:5s}  {rates}  ({result.tokens} tokens in {result.seconds:.1f} s)"
+    if (t := result.tally) is not None:
+        line += (
+            f"\n       {t.calls / result.seconds:.0f} forward calls/s of {t.mean_batch:.1f} sessions, engine busy "
+            f"{t.busy:.0%}; a call {t.round_ms:.2f} ms, {t.prefill_ms:.2f} ms with prefills ({t.prefills} prompts); "
+            f"{t.graphs_captured} graphs captured"
+        )
+    return line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
