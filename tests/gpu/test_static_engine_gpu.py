@@ -45,3 +45,21 @@ def test_a_prefill_does_not_take_the_rounds_beside_it_off_the_graph() -> None:
         relative = (ours_logits.float() - their_logits.float()).norm() / their_logits.float().norm()
         assert relative < TOLERANCE
         assert torch.equal(ours_logits.argmax(-1), their_logits.argmax(-1))
+
+
+@torch.inference_mode()
+def test_one_graph_serves_sessions_of_every_context_length() -> None:
+    """A graph is captured per (sessions, new tokens): a new context length is no new shape."""
+    torch.manual_seed(1)
+    model = Qwen3ForCausalLM(Qwen3Config(**SMALL)).eval().cuda()
+    engine, reference = StaticEngine(model, max_sessions=4, max_context=1000), TorchEngine(model)
+    for length in (20, 700):
+        prompt = torch.randint(0, 512, (length,)).tolist()
+        ours, theirs = engine.new_session(), reference.new_session()
+        engine.forward(ours, prompt, 1)
+        reference.forward(theirs, prompt, 1)
+        got, wanted = engine.forward(ours, [5, 6, 7, 8], 4), reference.forward(theirs, [5, 6, 7, 8], 4)
+        relative = (got.float() - wanted.float()).norm() / wanted.float().norm()
+        assert relative < TOLERANCE and torch.equal(got.argmax(-1), wanted.argmax(-1))
+        engine.release(ours)
+    assert len(engine.graphs or []) == 1

@@ -44,7 +44,7 @@ def test_the_fused_step_equals_the_unfused_one(architecture: str, sessions: int,
     engine = prefilled(architecture, tiny_pair)
     new = 5
     slots = torch.tensor([*range(sessions - 1), engine.max_sessions])  # the last one pads, in the scratch slot
-    starts = torch.tensor([*CONTEXTS[: sessions - 1], engine.max_context])
+    starts = torch.tensor([*CONTEXTS[: sessions - 1], 0])  # the engine pads from position 0 of the spare slot
     positions = starts[:, None] + torch.arange(new)
     tokens = torch.randint(0, 300, (sessions, new))
     tokens[0, 3:] = 0  # the first session has three real tokens, padded after them

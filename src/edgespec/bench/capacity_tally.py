@@ -32,9 +32,10 @@ class Tally:
     prefill_ms: float  # median call with one or more prefills
     prefills: int
     graphs_captured: int  # new CUDA graph shapes met (each a stall)
+    capture_s: float  # seconds those captures took
 
     @classmethod
-    def of(cls, calls: list[Call], seconds: float, graphs_captured: int) -> Tally:
+    def of(cls, calls: list[Call], seconds: float, graphs: tuple[int, float]) -> Tally:
         rounds = [c.seconds for c in calls if not c.prefills]
         opening = [c.seconds for c in calls if c.prefills]
         return cls(
@@ -44,7 +45,8 @@ class Tally:
             round_ms=1000 * statistics.median(rounds) if rounds else 0.0,
             prefill_ms=1000 * statistics.median(opening) if opening else 0.0,
             prefills=sum(c.prefills for c in calls),
-            graphs_captured=graphs_captured,
+            graphs_captured=graphs[0],
+            capture_s=graphs[1],
         )
 
 
@@ -71,10 +73,12 @@ class TimedEngine:
     def forward(self, session: object, tokens: list[int], n_logits: int) -> torch.Tensor:
         return self.forward_many([Work(session, tokens, n_logits)])[0]  # type: ignore[arg-type]
 
-    def mark(self) -> tuple[int, int]:
-        """Where a phase starts: calls so far, graphs so far."""
-        return len(self.calls), len(self.engine.graphs or [])
+    def mark(self) -> tuple[int, int, float]:
+        """Where a phase starts: calls, graphs and capture seconds so far."""
+        graphs = self.engine.graphs
+        return len(self.calls), len(graphs or []), graphs.capture_seconds if graphs else 0.0
 
-    def tally(self, since: tuple[int, int], seconds: float) -> Tally:
-        first_call, graphs = since
-        return Tally.of(self.calls[first_call:], seconds, len(self.engine.graphs or []) - graphs)
+    def tally(self, since: tuple[int, int, float], seconds: float) -> Tally:
+        first_call, graphs, capture_s = since
+        _, graphs_now, capture_now = self.mark()
+        return Tally.of(self.calls[first_call:], seconds, (graphs_now - graphs, capture_now - capture_s))

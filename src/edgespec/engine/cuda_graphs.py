@@ -7,6 +7,7 @@ memory pool: they never run at once (one worker thread drives the target)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,13 +54,14 @@ class VerifyGraphs:
         self.scratch_slot = scratch_slot
         self._graphs: dict[GraphKey, _Captured] = {}
         self._pool = torch.cuda.graph_pool_handle()
+        self.capture_seconds = 0.0  # spent capturing so far: a stall for every session waiting
 
     def __len__(self) -> int:
         return len(self._graphs)
 
     def run(self, key: GraphKey, packed: torch.Tensor) -> torch.Tensor:
         """Logits [batch, new_tokens, vocab] for packed inputs (pack()) of exactly the key's shape."""
-        captured = self._graphs.get(key) or self._capture(key)
+        captured = self._graphs.get(key) or self._timed_capture(key)
         # pinned memory, so the copy is queued without waiting; the caching host allocator keeps
         # the row alive until the copy has run
         captured.inputs.copy_(packed, non_blocking=True)
@@ -71,6 +73,12 @@ class VerifyGraphs:
         slots, starts, tokens = inputs[:batch], inputs[batch : 2 * batch], inputs[2 * batch :].view(batch, q)
         positions = starts[:, None] + torch.arange(q, device=inputs.device)
         return self.step(self.kv, slots, tokens, positions, key.span, q)
+
+    def _timed_capture(self, key: GraphKey) -> _Captured:
+        started = time.perf_counter()
+        captured = self._capture(key)
+        self.capture_seconds += time.perf_counter() - started
+        return captured
 
     def _capture(self, key: GraphKey) -> _Captured:
         """Warm up, then record the step. Both write keys and values only into the scratch slot's

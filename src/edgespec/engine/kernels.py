@@ -82,11 +82,13 @@ def cached_attention(
     query: torch.Tensor,  # [B, q, heads, head_dim]
     cache: tuple[torch.Tensor, torch.Tensor],  # this layer's keys, values [slots, max_len, kv_heads, d]
     where: tuple[torch.Tensor, torch.Tensor],  # slots [B], positions [B, q]
-    span: int,  # no key at or past this position is read
+    span: int,  # no session's keys reach this position: bounds how many key ranges are worth launching
 ) -> torch.Tensor:
     """Attention output [B, q, heads, head_dim]: each query sees its session's keys up to its own
     position. The heads sharing a key head are extra query rows of one program, so each key is
-    read once per session; a prefill's many rows are cut into blocks of QUERY_BLOCK rows."""
+    read once per session; a prefill's many rows are cut into blocks of QUERY_BLOCK rows. Each
+    program cuts its session's keys into even ranges itself, so the kernel is the same for every
+    context length (one CUDA graph serves them all)."""
     batch, new_tokens, heads, head_dim = query.shape
     keys, values = cache
     max_len, kv_heads = keys.shape[1], keys.shape[2]
@@ -94,7 +96,6 @@ def cached_attention(
     rows = min(QUERY_BLOCK, max(16, triton.next_power_of_2(new_tokens * group)))  # tl.dot takes ≥ 16
     row_blocks = triton.cdiv(new_tokens * group, rows)
     splits = _splits(batch * kv_heads * row_blocks, span, query.device)
-    chunk = triton.cdiv(triton.cdiv(span, splits), ATTENTION_BLOCK) * ATTENTION_BLOCK
     out = torch.empty_like(query)
     all_rows = row_blocks * rows
     partial = (
@@ -104,7 +105,7 @@ def cached_attention(
     )
     _attention[(batch * kv_heads, splits, row_blocks)](
         query, keys, values, *where, out, *partial,
-        new_tokens, span, max_len, heads, kv_heads, chunk, all_rows, head_dim**-0.5,
+        new_tokens, max_len, heads, kv_heads, all_rows, head_dim**-0.5,
         GROUP=group, HEAD_DIM=head_dim, ROWS=rows, BLOCK_N=ATTENTION_BLOCK, SPLIT=splits > 1,
     )  # fmt: skip
     if splits > 1:
@@ -214,7 +215,7 @@ def _rotate_and_store(qkv_ptr, query_ptr, keys_ptr, values_ptr, q_norm_ptr, k_no
 
 @triton.jit
 def _attention(query_ptr, keys_ptr, values_ptr, slots_ptr, positions_ptr, out_ptr, acc_ptr, max_ptr, sum_ptr,
-               new_tokens, span, max_len, heads, kv_heads, chunk, all_rows, scale,
+               new_tokens, max_len, heads, kv_heads, all_rows, scale,
                GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
                SPLIT: tl.constexpr):  # fmt: skip
     pair = tl.program_id(0).to(tl.int64)  # b·kv_heads + kv
@@ -229,8 +230,9 @@ def _attention(query_ptr, keys_ptr, values_ptr, slots_ptr, positions_ptr, out_pt
     row_position = tl.load(positions_ptr + token, mask=real, other=0)
     last_token = tl.minimum(tl.program_id(2) * ROWS + ROWS - 1, new_tokens * GROUP - 1) // GROUP
     last = tl.load(positions_ptr + session * new_tokens + last_token)  # no row of this block sees past it
+    chunk = tl.cdiv(tl.cdiv(last + 1, tl.num_programs(1)), BLOCK_N) * BLOCK_N  # this block's share of keys
     start = split * chunk
-    stop = tl.minimum(tl.minimum(start + chunk, last + 1), span)
+    stop = tl.minimum(start + chunk, last + 1)
     stride = kv_heads * HEAD_DIM  # between positions in the cache
     base = (tl.load(slots_ptr + session) * max_len * kv_heads + kv) * HEAD_DIM
     running_max = tl.full([ROWS], -1e30, tl.float32)  # finite, so an all-masked block gives no NaN

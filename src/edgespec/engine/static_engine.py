@@ -4,9 +4,10 @@ against the transformers model).
 
 A batch of sessions is padded to fixed shapes so a few graphs serve every batch: the number of
 sessions up to a power of two (padding sessions use a scratch slot), new tokens per session to the
-batch's longest (padding tokens sit past each session's real ones and are never read), and the
-attention span up to a power of two. Positions past the context limit and a spare slot are kept
-as scratch for that padding and for capturing."""
+batch's longest (padding tokens sit past each session's real ones and are never read), and, for
+the unfused step only, the attention span up to a power of two (the fused kernels read each
+session's own length inside the graph). A spare slot is kept as scratch for that padding, and
+positions past the context limit for capturing."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ class StaticEngine:
         )
         self._slots = SlotPool(self.max_sessions, "KV slots", RuntimeError)
         on_gpu = self.device.type == "cuda"
-        self._step = self._chosen_step(fused and on_gpu)
+        self._fused = fused and on_gpu
+        self._step = self._chosen_step(self._fused)
         self.graphs = VerifyGraphs(self._step, self.kv, self._scratch_slot) if on_gpu else None
         self.batch_tokens = self.max_sessions * GRAPH_MAX_TOKENS
 
@@ -112,13 +114,21 @@ class StaticEngine:
     def _replayed(self, works: list[Work]) -> list[torch.Tensor]:
         assert self.graphs is not None
         batch, q = bucket(len(works), 1), max(len(work.tokens) for work in works)  # padded tokens would cost FLOPs
-        span = min(bucket(max(len(w.session.tokens) + len(w.tokens) for w in works), 256), self.kv.max_len)
+        span = self._graph_span(works)
         pad = batch - len(works)
         slots = [int(work.session.cache) for work in works] + [self._scratch_slot] * pad
-        starts = [len(work.session.tokens) for work in works] + [self.max_context] * pad
+        # padding sessions start at 0 of the spare slot: their attention reads only their own few keys
+        starts = [len(work.session.tokens) for work in works] + [0] * pad
         tokens = [work.tokens + [0] * (q - len(work.tokens)) for work in works] + [[0] * q] * pad
         logits = self.graphs.run(GraphKey(batch, q, span), pack(slots, starts, tokens))
         return list(logits[: len(works)])
+
+    def _graph_span(self, works: list[Work]) -> int:
+        """The keys a graph's attention spans. The fused kernel stops at each session's own length,
+        so one graph serves every context; the unfused step attends over a fixed span."""
+        if self._fused:
+            return self.kv.max_len
+        return min(bucket(max(len(w.session.tokens) + len(w.tokens) for w in works), 256), self.kv.max_len)
 
     def _inputs(self, works: list[Work], q: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens and positions [B, q]; a session with fewer new tokens is padded after them."""
