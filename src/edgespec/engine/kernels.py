@@ -111,7 +111,7 @@ def cached_attention(
     if splits > 1:
         _combine[(batch * kv_heads, new_tokens * group)](
             *partial, out, splits, new_tokens, heads, kv_heads, all_rows,
-            GROUP=group, HEAD_DIM=head_dim, SPLITS=triton.next_power_of_2(splits),
+            GROUP=group, HEAD_DIM=head_dim, SPLITS=_most_splits(kv_heads, query.device),
         )  # fmt: skip
     return out
 
@@ -133,6 +133,12 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     else:  # Triton's interpreter cannot time configurations
         _skinny_linear[(triton.cdiv(n, 32),)](*arguments, **flags, BLOCK_N=32, BLOCK_K=SKINNY_K)
     return out
+
+
+def _most_splits(kv_heads: int, device: torch.device) -> int:
+    """A power of two no batch's key ranges exceed: one merge kernel serves every batch size, so a
+    new batch size compiles nothing (a compile stalls every session for about a second)."""
+    return triton.next_power_of_2(_splits(kv_heads, 1 << 40, device))
 
 
 def _splits(programs: int, span: int, device: torch.device) -> int:
@@ -283,7 +289,7 @@ def _combine(acc_ptr, max_ptr, sum_ptr, out_ptr, splits, new_tokens, heads, kv_h
     tl.store(out_ptr + (token * heads + kv * GROUP + row % GROUP) * HEAD_DIM + dims, merged)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["rows"])  # one binary for every batch: no compile when a new size comes
 def _skinny_linear(x_ptr, w_ptr, bias_ptr, out_ptr, rows, n, k, HAS_BIAS: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
     columns = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)

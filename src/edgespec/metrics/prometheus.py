@@ -32,13 +32,20 @@ class SpecCounters:
         self.accepted_per_pos = Counter(
             f"{name}num_accepted_tokens_per_pos", "Accepted drafted tokens by position", ["position"], registry=registry
         )
+        self._per_pos: list[Counter] = []
 
     def round(self, drafted: int, accepted: int) -> None:
         self.drafts.inc()
         self.draft_tokens.inc(drafted)
         self.accepted_tokens.inc(accepted)
         for position in range(accepted):
-            self.accepted_per_pos.labels(position=str(position)).inc()
+            self._at_position(position).inc()
+
+    def _at_position(self, position: int) -> Counter:
+        """The per-position counter's child, bound on first use (labels() is slow for every round)."""
+        while len(self._per_pos) <= position:
+            self._per_pos.append(self.accepted_per_pos.labels(position=str(len(self._per_pos))))
+        return self._per_pos[position]
 
 
 class EdgeMetrics:
@@ -179,6 +186,8 @@ class CloudMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        # children bound once: a labels() lookup per round is a measurable share of the cloud's loop
+        self.verify_seconds, self.decode_seconds = (self.forward.labels(kind=k) for k in ("verify", "decode"))
         self.decoded = Counter(PREFIX + "cloud_decoded_tokens", "Tokens decoded alone (cloud mode)", registry=registry)
         self.batch_size = Histogram(
             PREFIX + "cloud_verify_batch_size",
@@ -196,11 +205,11 @@ class CloudMetrics:
 
     def verified(self, drafted: int, accepted: int, seconds: float) -> None:
         self.spec.round(drafted, accepted)
-        self.forward.labels(kind="verify").observe(seconds)
+        self.verify_seconds.observe(seconds)
 
     def decoded_one(self, seconds: float) -> None:
         self.decoded.inc()
-        self.forward.labels(kind="decode").observe(seconds)
+        self.decode_seconds.observe(seconds)
 
     def error(self, code: str) -> None:
         self.errors.labels(code=code).inc()

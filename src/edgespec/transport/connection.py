@@ -67,6 +67,8 @@ class FramedConnection:
     async def send(self, message: Message) -> int:
         """Send one message; returns the bytes it took on the wire."""
         size = self.send_nowait(message)
+        if self._writer.transport.get_write_buffer_size() == 0:
+            return size  # the socket took it all: nothing to wait for (a timed wait costs a task)
         timeout = self._send_bounds.timeout_s if self._send_bounds else None
         try:
             await asyncio.wait_for(self._writer.drain(), timeout)
