@@ -193,8 +193,11 @@ class CloudConfig:
     tls_cert: str | None = None  # serve the edge link over TLS with this certificate ...
     tls_key: str | None = None  # ... and its private key
     tensor_parallel_size: int = 1  # ranks the target is split over (engine/tensor_parallel.py)
+    batch_window_s: float = 0.002  # the longest a round waits for other sessions' rounds (cloud/batcher.py)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.batch_window_s <= 1:
+            raise ValueError(f"batch window must be in [0, 1000] ms, got {self.batch_window_s * 1000:g}")
         if not 1 <= self.tensor_parallel_size <= 64:
             raise ValueError(f"tensor parallel size must be in [1, 64], got {self.tensor_parallel_size}")
         if self.tensor_parallel_size > 1 and self.model.engine not in ("static", "auto"):

@@ -24,6 +24,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["cloud", "--model", "m", "--port", "70000"], "port must be in"),
         (["cloud", "--model", "m", "--host", "0.0.0.0"], "without an auth token"),
         (["cloud", "--model", "m", "--max-k", "0"], "max_k must be at least 1"),
+        (["cloud", "--model", "m", "--batch-window-ms", "-1"], "batch window must be in [0, 1000] ms"),
         (["generate", "--model", "m", "--prompt", "x", "--cloud", "nowhere"], "HOST:PORT"),
         (["generate", "--model", "m", "--prompt", "x", "--temperature", "-1", "--mode", "edge"], "temperature"),
         (["generate", "--model", "/no/such/model", "--prompt", "x", "--mode", "edge"], "does not exist"),

@@ -87,6 +87,7 @@ class Plan:
     seconds: float
     warm_up_s: float = 5.0  # per mode, first: captures the graphs that mode needs
     edge_processes: int = 2  # the simulated edges' processes: the cloud's loop must not also play them
+    batch_window_s: float = 0.002  # the cloud's (cloud/batcher.py)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,9 @@ def _split(items: range, parts: int) -> list[range]:
 
 async def measure(engine: StaticEngine, plan: Plan) -> list[Phase]:
     tokenizer = TokenizerInfo(build_tokenizer(TINY_VOCAB), "capacity-bench", eos_token_ids=())
-    config = CloudConfig(ModelConfig("random weights"), port=0, synthetic_acceptance=plan.alpha)
+    config = CloudConfig(
+        ModelConfig("random weights"), port=0, synthetic_acceptance=plan.alpha, batch_window_s=plan.batch_window_s
+    )
     timed = TimedEngine(engine)
     server = CloudServer(Verifier(timed, plan.alpha), tokenizer, config, "random weights")  # type: ignore[arg-type]
     _, port = await server.start()
@@ -185,6 +188,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per mode")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds per mode before measuring")
     parser.add_argument("--edge-processes", type=int, default=2, help="processes that play the edges")
+    parser.add_argument("--batch-window-ms", type=float, default=2.0, help="the cloud's, as `edgespec cloud` takes it")
     parser.add_argument("--out", help="write the figures as JSON here")
 
 
@@ -194,8 +198,9 @@ def main(args: argparse.Namespace) -> None:
     # twice the slots: a session that re-opens may do so before the cloud has let its last one go
     engine = StaticEngine(model, 2 * args.sessions, args.context + args.budget + 1, kv_budget=1 << 40)
     plan = Plan(
-        args.sessions, args.alpha, args.k, args.context, args.budget, args.duration, args.warmup, args.edge_processes
-    )
+        args.sessions, args.alpha, args.k, args.context, args.budget, args.duration, args.warmup,
+        args.edge_processes, args.batch_window_ms / 1000,
+    )  # fmt: skip
     results = asyncio.run(measure(engine, plan))
     spec, cloud = results
     print(f"speculation serves {spec.tokens_per_s / cloud.tokens_per_s:.2f}x the output tokens per GPU-second "

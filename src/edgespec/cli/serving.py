@@ -51,6 +51,10 @@ def cloud_args(parser: argparse.ArgumentParser) -> None:
         "--tensor-parallel-size", type=int, default=1, metavar="N",
         help="split the target over N ranks (one per GPU; gloo ranks on a CPU); static engine",
     )  # fmt: skip
+    parser.add_argument(
+        "--batch-window-ms", type=float, default=2.0, metavar="MS",
+        help="longest a session's round waits for other sessions' rounds to share its forward pass",
+    )  # fmt: skip
 
 
 def run_cloud(args: argparse.Namespace) -> None:
@@ -70,6 +74,7 @@ def run_cloud(args: argparse.Namespace) -> None:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tensor_parallel_size=args.tensor_parallel_size,
+        batch_window_s=args.batch_window_ms / 1000,
     )
     pin(args.cpus)
     asyncio.run(serve(config))

@@ -1,7 +1,7 @@
 """Verification batched across sessions, continuously: rounds that arrive while the target is
 busy wait for it and then go together in one forward call. When the target is idle and fewer
-rounds wait than sessions are open, the batch waits at most WINDOW_S for the others (edges answer
-verdicts at slightly different times); a lone session never waits. A backend that cannot batch
+rounds wait than sessions are open, the batch waits at most a short window for the others (edges
+answer verdicts at slightly different times); a lone session never waits. A backend that cannot batch
 (torch here) runs the batch's rounds one after another, which costs nothing extra."""
 
 from __future__ import annotations
@@ -22,20 +22,19 @@ class _Round:
     done: asyncio.Future[RoundResult]
 
 
-WINDOW_S = 0.002  # the longest a round waits for other sessions' rounds to join its batch
-
-
 class VerifyBatcher:
     def __init__(
         self,
         verifier: Verifier,
         worker: ModelWorker,
         open_sessions: Callable[[], int] = lambda: 1,
+        window_s: float = 0.002,  # the longest a round waits for other sessions' rounds to join its batch
         on_batch: Callable[[int], None] = lambda size: None,
     ) -> None:
         self.verifier = verifier
         self.worker = worker
         self.open_sessions = open_sessions  # how many rounds could come at most
+        self.window_s = window_s
         self.on_batch = on_batch  # told each batch's size (metrics)
         self._queue: list[_Round] = []
         self._busy = False
@@ -51,9 +50,9 @@ class VerifyBatcher:
     def _start_next(self) -> None:
         if self._busy or self._waiting or not self._queue:
             return
-        if len(self._queue) < self.open_sessions():  # others may be a moment behind: wait, briefly
+        if len(self._queue) < self.open_sessions() and self.window_s > 0:  # others may be a moment behind
             self._waiting = True
-            asyncio.get_running_loop().call_later(WINDOW_S, self._close_window)
+            asyncio.get_running_loop().call_later(self.window_s, self._close_window)
             return
         self._launch()
 

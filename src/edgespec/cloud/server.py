@@ -68,7 +68,7 @@ class CloudServer:
         self.gate = HandshakeGate(guards.max_pending_handshakes, guards.max_pending_per_address)
         self.send_bounds = SendBounds(guards.max_unsent_bytes, guards.send_timeout_s)
         self.worker = ModelWorker("target")
-        self.batcher = VerifyBatcher(verifier, self.worker, lambda: self.open_sessions)
+        self.batcher = VerifyBatcher(verifier, self.worker, lambda: self.open_sessions, config.batch_window_s)
         self.connections: set[EdgeConnection] = set()
         self.metrics = CloudMetrics(lambda: self.open_sessions, lambda: len(self.connections))
         self.batcher.on_batch = self.metrics.batch_size.observe
