@@ -38,7 +38,7 @@ class VerifyBatcher:
         self.on_batch = on_batch  # told each batch's size (metrics)
         self._queue: list[_Round] = []
         self._busy = False
-        self._waiting = False  # a window is open for more rounds to arrive
+        self._window: asyncio.TimerHandle | None = None  # open while more rounds may arrive
         self._running: asyncio.Task[None] | None = None  # referenced, so the loop cannot drop it
 
     async def verify(self, session: TargetSession, draft: Draft) -> RoundResult:
@@ -48,16 +48,21 @@ class VerifyBatcher:
         return await done
 
     def _start_next(self) -> None:
-        if self._busy or self._waiting or not self._queue:
+        if self._busy or not self._queue:
             return
-        if len(self._queue) < self.open_sessions() and self.window_s > 0:  # others may be a moment behind
-            self._waiting = True
-            asyncio.get_running_loop().call_later(self.window_s, self._close_window)
+        everyone = len(self._queue) >= self.open_sessions()
+        if self._window is not None:  # waiting for the others: the last of them ends the wait
+            if everyone:
+                self._window.cancel()
+                self._close_window()
+            return
+        if not everyone and self.window_s > 0:  # others may be a moment behind
+            self._window = asyncio.get_running_loop().call_later(self.window_s, self._close_window)
             return
         self._launch()
 
     def _close_window(self) -> None:
-        self._waiting = False
+        self._window = None
         if not self._busy and self._queue:
             self._launch()
 
