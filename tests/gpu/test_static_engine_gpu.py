@@ -63,3 +63,16 @@ def test_one_graph_serves_sessions_of_every_context_length() -> None:
         assert relative < TOLERANCE  # (argmaxes may differ: random weights give near ties, TF32 rounds them)
         engine.release(ours)
     assert len(engine.graphs or []) == 1
+
+
+def test_the_skinny_kernel_is_tuned_for_every_weight_shape_at_start_up() -> None:
+    """Tuning on first use would stall every session for seconds mid-serving."""
+    from edgespec.engine import kernels
+
+    model = Qwen3ForCausalLM(Qwen3Config(**SMALL)).eval().cuda()
+    StaticEngine(model, max_sessions=2, max_context=256)
+    tuned = {key[:2] for key in kernels._tuned_skinny_linear.cache}  # type: ignore[union-attr]
+    hidden, inner, heads = SMALL["hidden_size"], SMALL["intermediate_size"], SMALL["num_attention_heads"]
+    qkv = (heads + 2 * SMALL["num_key_value_heads"]) * SMALL["head_dim"]
+    wanted = {(qkv, hidden), (hidden, heads * SMALL["head_dim"]), (2 * inner, hidden), (hidden, inner)}
+    assert wanted | {(SMALL["vocab_size"], hidden)} <= tuned

@@ -40,6 +40,15 @@ def fused_forward(
     return model.gather_vocab(_linear(h[:, -n_logits:].contiguous(), model.lm_head)).float()
 
 
+def prepare(model: CompactModel) -> None:
+    """Time the skinny kernel's configurations for every weight shape now, at start-up: left to
+    their first use, the trials stall every waiting session for seconds in the middle of serving."""
+    layer = model.layers[0]  # every layer has the same shapes
+    for weight, bias in ((layer.qkv, layer.qkv_bias), (layer.out, None), (layer.gate_up, None), (layer.down, None)):
+        _linear(weight.new_zeros(1, weight.shape[1]), weight, bias)
+    _linear(model.lm_head.new_zeros(1, model.lm_head.shape[1]), model.lm_head)
+
+
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """A few rows through the skinny kernel, more through the general matrix product."""
     rows, inner = x.numel() // x.shape[-1], x.shape[-1]

@@ -71,8 +71,9 @@ class StaticEngine:
     def _chosen_step(self, fused: bool) -> Step:
         if not fused:
             return self.model.forward
-        from edgespec.engine.fused_forward import fused_forward  # Triton: GPU installs only
+        from edgespec.engine.fused_forward import fused_forward, prepare  # Triton: GPU installs only
 
+        prepare(self.model)
         return functools.partial(fused_forward, self.model)
 
     def _default_budget(self) -> int:
