@@ -76,3 +76,15 @@ def test_the_skinny_kernel_is_tuned_for_every_weight_shape_at_start_up() -> None
     qkv = (heads + 2 * SMALL["num_key_value_heads"]) * SMALL["head_dim"]
     wanted = {(qkv, hidden), (hidden, heads * SMALL["head_dim"]), (2 * inner, hidden), (hidden, inner)}
     assert wanted | {(SMALL["vocab_size"], hidden)} <= tuned
+
+
+def test_graphs_captured_ahead_serve_every_batch_size_without_a_capture() -> None:
+    model = Qwen3ForCausalLM(Qwen3Config(**SMALL)).eval().cuda()
+    engine = StaticEngine(model, max_sessions=5, max_context=256)
+    engine.capture_ahead([1, 5])
+    assert len(engine.graphs or []) == 2 * 4  # batches of 1, 2, 4 and 8 sessions, for each round size
+    sessions = [engine.new_session() for _ in range(5)]
+    for session in sessions:
+        engine.forward(session, [1, 2, 3], 1)
+    engine.forward_many([Work(s, [4] * 5, 5) for s in sessions])  # 5 sessions: the graph for 8
+    assert len(engine.graphs or []) == 8

@@ -197,6 +197,7 @@ def main(args: argparse.Namespace) -> None:
     model = random_model(args.arch, device)
     # twice the slots: a session that re-opens may do so before the cloud has let its last one go
     engine = StaticEngine(model, 2 * args.sessions, args.context + args.budget + 1, kv_budget=1 << 40)
+    engine.capture_ahead((1, args.k + 1))  # as the cloud does at start-up: no capture stalls a phase
     plan = Plan(
         args.sessions, args.alpha, args.k, args.context, args.budget, args.duration, args.warmup,
         args.edge_processes, args.batch_window_ms / 1000,

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the heavy modules (torch, transformers) load only when a mo
     from edgespec.engine.base import Engine
     from edgespec.engine.tokenizer import TokenizerInfo
 
+ROUNDS_CAPTURED_AHEAD = (1, 5)  # new tokens of a decode step and of a block of the edges' default k = 4
 LLAMACPP_HINT = "install it with: pip install 'edgespec[llamacpp]' (builds llama.cpp, about 8 minutes on 2 cores)"
 
 
@@ -52,7 +53,9 @@ def open_model(config: ModelConfig, max_sessions: int = 64, kv_tokens: int = 163
 
         path = resolve_model_path(config.name)
         try:
-            return StaticEngine(load_model(path, config), max_sessions), load_tokenizer(path)
+            static = StaticEngine(load_model(path, config), max_sessions)
+            static.capture_ahead(ROUNDS_CAPTURED_AHEAD)
+            return static, load_tokenizer(path)
         except ValueError as exc:  # an architecture the compact forward does not cover
             raise ModelLoadError(f"{exc}; use --engine torch") from None
     from edgespec.engine.llamacpp_engine import LlamaCppEngine, LlamaCppError, LlamaCppOptions

@@ -61,7 +61,7 @@ class VerifyGraphs:
 
     def run(self, key: GraphKey, packed: torch.Tensor) -> torch.Tensor:
         """Logits [batch, new_tokens, vocab] for packed inputs (pack()) of exactly the key's shape."""
-        captured = self._graphs.get(key) or self._timed_capture(key)
+        captured = self.ready(key)
         # pinned memory, so the copy is queued without waiting; the caching host allocator keeps
         # the row alive until the copy has run
         captured.inputs.copy_(packed, non_blocking=True)
@@ -74,7 +74,10 @@ class VerifyGraphs:
         positions = starts[:, None] + torch.arange(q, device=inputs.device)
         return self.step(self.kv, slots, tokens, positions, key.span, q)
 
-    def _timed_capture(self, key: GraphKey) -> _Captured:
+    def ready(self, key: GraphKey) -> _Captured:
+        """The key's graph, captured now if it has not been."""
+        if key in self._graphs:
+            return self._graphs[key]
         started = time.perf_counter()
         captured = self._capture(key)
         self.capture_seconds += time.perf_counter() - started

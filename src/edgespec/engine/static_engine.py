@@ -12,6 +12,7 @@ positions past the context limit for capturing."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 
 import torch
 from transformers import PreTrainedModel
@@ -75,6 +76,18 @@ class StaticEngine:
 
         prepare(self.model)
         return functools.partial(fused_forward, self.model)
+
+    def capture_ahead(self, new_tokens: Iterable[int]) -> None:
+        """Capture now, for every batch size, the graphs of rounds of these sizes (a decode step is
+        1 new token, a block of k drafted tokens k + 1): captured on first use, each would stall
+        every waiting session (~0.1 s, and ~1 s for a size's first kernels). Fused path only: the
+        unfused graphs also depend on the context."""
+        if self.graphs is None or not self._fused:
+            return
+        largest = bucket(self.max_sessions, 1)
+        for q in new_tokens:
+            for batch in (2**i for i in range(largest.bit_length())):  # 1, 2, 4, ... largest
+                self.graphs.ready(GraphKey(batch, q, self.kv.max_len))
 
     def _default_budget(self) -> int:
         if self.device.type != "cuda":
