@@ -85,6 +85,6 @@ def test_graphs_captured_ahead_serve_every_batch_size_without_a_capture() -> Non
     assert len(engine.graphs or []) == 2 * 4  # batches of 1, 2, 4 and 8 sessions, for each round size
     sessions = [engine.new_session() for _ in range(5)]
     for session in sessions:
-        engine.forward(session, [1, 2, 3], 1)
+        engine.forward(session, list(range(1, 21)), 1)  # a prompt longer than graphs serve: run eagerly
     engine.forward_many([Work(s, [4] * 5, 5) for s in sessions])  # 5 sessions: the graph for 8
     assert len(engine.graphs or []) == 8
