@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from edgespec import event_loop
 from edgespec.bench.capacity_tally import Tally, TimedEngine
 from edgespec.bench.verifier import ARCHITECTURES, random_model
 from edgespec.cloud.server import CloudServer
@@ -202,7 +203,7 @@ def main(args: argparse.Namespace) -> None:
         args.sessions, args.alpha, args.k, args.context, args.budget, args.duration, args.warmup,
         args.edge_processes, args.batch_window_ms / 1000,
     )  # fmt: skip
-    results = asyncio.run(measure(engine, plan))
+    results = event_loop.run(measure(engine, plan))  # the loop the cloud serves on
     spec, cloud = results
     print(f"speculation serves {spec.tokens_per_s / cloud.tokens_per_s:.2f}x the output tokens per GPU-second "
           f"of batched cloud decoding ({args.sessions} sessions, α = {args.alpha}, k = {args.k})")  # fmt: skip

@@ -7,6 +7,7 @@ import asyncio
 import json
 from dataclasses import replace
 
+from edgespec import event_loop
 from edgespec.cli.options import link_args, link_config, model_args, model_config
 from edgespec.config import (
     AUTO,
@@ -77,7 +78,7 @@ def run_cloud(args: argparse.Namespace) -> None:
         batch_window_s=args.batch_window_ms / 1000,
     )
     pin(args.cpus)
-    asyncio.run(serve(config))
+    event_loop.run(serve(config))
 
 
 # --- edge --------------------------------------------------------------------------------------
