@@ -23,3 +23,28 @@ def test_capacity_compares_speculation_with_batched_cloud_decoding(tmp_path: Pat
     assert tally["calls"] > 0 and 1 <= tally["mean_batch"] <= 3
     assert tally["prefills"] >= 3 and 0 < tally["busy"] <= 1
     assert "speculation serves" in done.stdout
+
+
+def test_a_simulated_gpu_runs_the_real_cloud_at_the_step_times_given(tmp_path: Path) -> None:
+    """No model: each forward call sleeps 20 ms (+ 1 per session, + 30 per prompt), so the
+    busiest the engine can be is bounded by those costs and the calls must show them."""
+    command = [sys.executable, "-m", "edgespec", "bench", "capacity", "--simulate", "20,1,30", "--sessions", "3"]
+    command += ["--context", "32", "--budget", "40", "--duration", "2", "--warmup", "0.5"]
+    command += ["--out", str(tmp_path / "capacity.json")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads((tmp_path / "capacity.json").read_text())
+    assert figures["device"].startswith("simulated GPU")
+    for phase in figures["phases"]:
+        tally = phase["tally"]
+        assert 20 <= tally["round_ms"] < 40  # 20 ms + 1 ms for each of up to 3 sessions, plus scheduling
+        assert tally["calls"] / phase["seconds"] <= 1000 / 20
+
+
+def test_simulated_costs_must_be_three_non_negative_numbers() -> None:
+    for bad in ("abc", "1,2", "1,-2,3"):
+        done = subprocess.run(
+            [sys.executable, "-m", "edgespec", "bench", "capacity", "--simulate", bad],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode != 0 and "--simulate" in done.stderr and "Traceback" not in done.stderr

@@ -231,3 +231,14 @@ def test_logprobs_are_bounded() -> None:
 
 def test_text_that_is_not_utf8_is_a_bad_frame() -> None:
     assert _code(decode, b"\x81\xa1t\xa1\xff") is ErrorCode.BAD_FRAME  # {"t": <byte 0xff>}, found by the fuzzer
+
+
+def test_a_cloud_error_survives_pickling_with_its_code() -> None:
+    """Edge work in other processes (the benchmarks') hands errors back through pickle."""
+    import pickle
+
+    from edgespec.transport.client import CloudError
+
+    error = CloudError(Error(code=ErrorCode.CONTEXT_TOO_LONG, message="too long", sid=3))
+    again = pickle.loads(pickle.dumps(error))
+    assert again.code == ErrorCode.CONTEXT_TOO_LONG and str(again) == str(error)

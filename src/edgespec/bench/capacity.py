@@ -22,6 +22,7 @@ import torch
 
 from edgespec import event_loop
 from edgespec.bench.capacity_tally import Tally, TimedEngine
+from edgespec.bench.simulated_gpu import SimulatedGPU, StepCosts
 from edgespec.bench.verifier import ARCHITECTURES, random_model
 from edgespec.cloud.server import CloudServer
 from edgespec.cloud.verifier import Verifier
@@ -32,6 +33,7 @@ from edgespec.engine.tokenizer import TokenizerInfo
 from edgespec.protocol.messages import Draft, TokenizerId
 from edgespec.transport.client import CloudLink
 
+TOKENS = range(1000, 2000)  # what prompts and drafts are drawn from: inside every model's vocabulary
 CONNECT_S = 3.0  # for the edge processes to connect before a phase's clock starts
 
 
@@ -75,7 +77,7 @@ async def decoding_edge(link: CloudLink, prompt: list[int], budget: int, deadlin
 
 
 def _draft(k: int) -> Draft:
-    return Draft(tokens=[random.randrange(1000, 2000) for _ in range(k)])
+    return Draft(tokens=[random.choice(TOKENS) for _ in range(k)])
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ async def _edge_group(group: EdgeGroup) -> int:
 async def phase(
     pool: ProcessPoolExecutor, port: int, identity: TokenizerId, plan: Plan, mode: str, seconds: float
 ) -> Phase:
-    prompt = [random.randrange(1000, 2000) for _ in range(plan.context)]
+    prompt = [random.choice(TOKENS) for _ in range(plan.context)]
     start_at = time.monotonic() + CONNECT_S
     sizes = [len(part) for part in _split(range(plan.sessions), plan.edge_processes)]
     groups = [
@@ -143,7 +145,7 @@ def _split(items: range, parts: int) -> list[range]:
     return [items[i::parts] for i in range(parts) if items[i::parts]]
 
 
-async def measure(engine: StaticEngine, plan: Plan) -> list[Phase]:
+async def measure(engine: StaticEngine | SimulatedGPU, plan: Plan) -> list[Phase]:
     tokenizer = TokenizerInfo(build_tokenizer(TINY_VOCAB), "capacity-bench", eos_token_ids=())
     config = CloudConfig(
         ModelConfig("random weights"), port=0, synthetic_acceptance=plan.alpha, batch_window_s=plan.batch_window_s
@@ -190,15 +192,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds per mode before measuring")
     parser.add_argument("--edge-processes", type=int, default=2, help="processes that play the edges")
     parser.add_argument("--batch-window-ms", type=float, default=2.0, help="the cloud's, as `edgespec cloud` takes it")
+    parser.add_argument(
+        "--simulate", metavar="CALL,SESSION,PREFILL",
+        help="no model: a forward call sleeps CALL ms + SESSION ms per session + PREFILL ms per prompt",
+    )  # fmt: skip
     parser.add_argument("--out", help="write the figures as JSON here")
 
 
-def main(args: argparse.Namespace) -> None:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = random_model(args.arch, device)
+def build_engine(args: argparse.Namespace) -> tuple[StaticEngine | SimulatedGPU, str]:
+    """The cloud's engine and what it runs on."""
     # twice the slots: a session that re-opens may do so before the cloud has let its last one go
-    engine = StaticEngine(model, 2 * args.sessions, args.context + args.budget + 1, kv_budget=1 << 40)
+    slots, context = 2 * args.sessions, args.context + args.budget + 1
+    if args.simulate:
+        return SimulatedGPU(StepCosts.parse(args.simulate), slots, context), f"simulated GPU ({args.simulate} ms)"
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    engine = StaticEngine(random_model(args.arch, device), slots, context, kv_budget=1 << 40)
     engine.capture_ahead((1, args.k + 1))  # as the cloud does at start-up: no capture stalls a phase
+    return engine, str(device)
+
+
+def main(args: argparse.Namespace) -> None:
+    engine, device = build_engine(args)
     plan = Plan(
         args.sessions, args.alpha, args.k, args.context, args.budget, args.duration, args.warmup,
         args.edge_processes, args.batch_window_ms / 1000,
@@ -210,9 +224,7 @@ def main(args: argparse.Namespace) -> None:
     if args.out:
         phases = [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in results]
         with open(args.out, "w") as file:
-            json.dump(
-                {"plan": asdict(plan), "arch": args.arch, "device": str(device), "phases": phases}, file, indent=2
-            )
+            json.dump({"plan": asdict(plan), "arch": args.arch, "device": device, "phases": phases}, file, indent=2)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,15 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from edgespec.engine.base import Work
 from edgespec.engine.static_engine import GRAPH_MAX_TOKENS, StaticEngine
+
+if TYPE_CHECKING:
+    from edgespec.bench.simulated_gpu import SimulatedGPU
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class TimedEngine:
     """The engine, each forward call timed up to its logits being ready. The cloud reads the
     verdicts from the GPU right after every call, so waiting for them here adds no stall."""
 
-    engine: StaticEngine
+    engine: StaticEngine | SimulatedGPU
     calls: list[Call] = field(default_factory=list)
 
     def __getattr__(self, name: str) -> object:

@@ -44,7 +44,11 @@ class CloudError(Exception):
 
     def __init__(self, error: Error) -> None:
         super().__init__(f"cloud error {error.code.value}: {error.message}")
+        self.error = error
         self.code = error.code
+
+    def __reduce__(self) -> tuple[type[CloudError], tuple[Error]]:
+        return CloudError, (self.error,)  # crosses process boundaries (the benchmarks' edge processes)
 
 
 class _LinkLost:
