@@ -29,12 +29,12 @@ class InstantEngine:
     numerics = "none: every token's logits are zero"
     batch_tokens = 1 << 20
     max_sessions = 1 << 20
-    vocab_size = VOCAB
     max_context = 1 << 20
     device = torch.device("cpu")
 
-    def __init__(self) -> None:
-        self._logits = torch.zeros(64, VOCAB)
+    def __init__(self, vocab_size: int = VOCAB) -> None:
+        self.vocab_size = vocab_size
+        self._logits = torch.zeros(64, vocab_size)
 
     def new_session(self) -> KVSession:
         return KVSession(cache=None)

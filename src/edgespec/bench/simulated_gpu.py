@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from edgespec.engine.base import KVSession, Work
+from edgespec.bench.protocol_overhead import InstantEngine
+from edgespec.engine.base import Work
 from edgespec.engine.static_engine import GRAPH_MAX_TOKENS
 
 VOCAB = 2048  # past the bench's tokens (capacity.TOKENS); flat logits, so their size only costs the argmax
@@ -41,35 +42,17 @@ class StepCosts:
         return self.call_s + self.per_session_s * len(works) + self.per_prefill_s * prefills
 
 
-class SimulatedGPU:
+class SimulatedGPU(InstantEngine):
     numerics = "simulated GPU: flat logits"
-    device = torch.device("cpu")
     graphs = None  # nothing to capture
 
     def __init__(self, costs: StepCosts, max_sessions: int, max_context: int) -> None:
+        super().__init__(VOCAB)
         self.costs = costs
         self.max_sessions = max_sessions
         self.max_context = max_context
-        self.vocab_size = VOCAB
         self.batch_tokens = max_sessions * GRAPH_MAX_TOKENS  # as the static engine takes them
-
-    def new_session(self) -> KVSession:
-        return KVSession(cache=None)
-
-    def forward(self, session: KVSession, tokens: list[int], n_logits: int) -> torch.Tensor:
-        return self.forward_many([Work(session, tokens, n_logits)])[0]
 
     def forward_many(self, works: list[Work]) -> list[torch.Tensor]:
         time.sleep(self.costs.of(works))  # releases the GIL, as waiting on a GPU does
-        for work in works:
-            work.session.tokens.extend(work.tokens)
-        return [torch.zeros(work.n_logits, VOCAB) for work in works]
-
-    def truncate(self, session: KVSession, length: int) -> None:
-        del session.tokens[length:]
-
-    def release(self, session: KVSession) -> None:
-        session.tokens.clear()
-
-    def close(self) -> None:
-        pass
+        return super().forward_many(works)
