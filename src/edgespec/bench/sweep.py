@@ -32,9 +32,15 @@ from edgespec.metrics.stats import SpecStats
 from edgespec.processes import cloud_process
 from edgespec.transport.resilient import ResilientLink
 
-DEFAULT_PROMPTS = (
+DEFAULT_PROMPTS = (  # `--prompts N` takes the first N; the published sweeps used the first two
     "Write a Python function that checks whether a number is prime.",
     "Write a Python function that returns the n-th Fibonacci number iteratively.",
+    "Write a Python function that reverses the words of a sentence.",
+    "Write a Python function that merges two sorted lists into one sorted list.",
+    "Write a Python function that counts how often each word occurs in a text.",
+    "Write a Python function that checks whether a string is a palindrome.",
+    "Write a Python function that flattens a nested list.",
+    "Write a Python function that computes the greatest common divisor of two numbers.",
 )
 EDGE_CORE, CLOUD_CORE = 0, 1
 WARM_UP_TOKENS = 4
