@@ -32,7 +32,7 @@ from edgespec.metrics.stats import SpecStats
 from edgespec.processes import cloud_process
 from edgespec.transport.resilient import ResilientLink
 
-DEFAULT_PROMPTS = (  # `--prompts N` takes the first N; the published sweeps used the first two
+BUILT_IN_PROMPTS = (  # `bench sweep --prompts N` takes the first N
     "Write a Python function that checks whether a number is prime.",
     "Write a Python function that returns the n-th Fibonacci number iteratively.",
     "Write a Python function that reverses the words of a sentence.",
@@ -42,6 +42,7 @@ DEFAULT_PROMPTS = (  # `--prompts N` takes the first N; the published sweeps use
     "Write a Python function that flattens a nested list.",
     "Write a Python function that computes the greatest common divisor of two numbers.",
 )
+DEFAULT_PROMPTS = BUILT_IN_PROMPTS[:2]  # what the published sweeps and `bench adapt` use
 EDGE_CORE, CLOUD_CORE = 0, 1
 WARM_UP_TOKENS = 4
 SPECULATING = (Mode.SPEC, Mode.COLOCATED)

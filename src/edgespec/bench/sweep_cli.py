@@ -12,13 +12,13 @@ from tqdm import tqdm
 
 from edgespec.bench.analysis import analyse
 from edgespec.bench.report import write_report
-from edgespec.bench.sweep import DEFAULT_PROMPTS, Cell, Drafting, SweepPlan, run_sweep
+from edgespec.bench.sweep import BUILT_IN_PROMPTS, Cell, Drafting, SweepPlan, run_sweep
 from edgespec.config import LinkEmulation, Mode
 
 
 def plan_from_args(args: argparse.Namespace) -> SweepPlan:
-    if not 1 <= args.prompts <= len(DEFAULT_PROMPTS):
-        raise ValueError(f"--prompts must be in [1, {len(DEFAULT_PROMPTS)}], got {args.prompts}")
+    if not 1 <= args.prompts <= len(BUILT_IN_PROMPTS):
+        raise ValueError(f"--prompts must be in [1, {len(BUILT_IN_PROMPTS)}], got {args.prompts}")
     if args.max_tokens < 2:
         raise ValueError(f"--max-tokens must be at least 2, got {args.max_tokens}")
     plan = SweepPlan(
@@ -27,7 +27,7 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
         modes=[Mode(mode) for mode in args.modes.split(",")],
         drafting=[Drafting(scheme) for scheme in args.drafting.split(",")],
         max_tokens=args.max_tokens,
-        prompts=DEFAULT_PROMPTS[: args.prompts],
+        prompts=BUILT_IN_PROMPTS[: args.prompts],
         draft=args.draft,
         target=args.target,
         link=LinkEmulation(jitter_ms=args.jitter_ms, bandwidth_mbit=args.bandwidth_mbit, loss=args.loss),
