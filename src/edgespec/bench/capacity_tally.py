@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from edgespec.engine.base import Work
-from edgespec.engine.static_engine import GRAPH_MAX_TOKENS, StaticEngine
+from edgespec.engine.static_engine import StaticEngine, is_prefill
 
 if TYPE_CHECKING:
     from edgespec.bench.simulated_gpu import SimulatedGPU
@@ -70,7 +70,7 @@ class TimedEngine:
         logits = self.engine.forward_many(works)
         if self.engine.device.type == "cuda":
             torch.cuda.synchronize(self.engine.device)
-        prefills = sum(len(w.tokens) > GRAPH_MAX_TOKENS for w in works)
+        prefills = sum(map(is_prefill, works))
         self.calls.append(Call(time.perf_counter() - started, len(works), prefills))
         return logits
 

@@ -14,7 +14,7 @@ import torch
 
 from edgespec.bench.protocol_overhead import InstantEngine
 from edgespec.engine.base import Work
-from edgespec.engine.static_engine import GRAPH_MAX_TOKENS
+from edgespec.engine.static_engine import GRAPH_MAX_TOKENS, is_prefill
 
 VOCAB = 2048  # past the bench's tokens (capacity.TOKENS); flat logits, so their size only costs the argmax
 
@@ -38,7 +38,7 @@ class StepCosts:
         return cls(call, session, prefill)
 
     def of(self, works: list[Work]) -> float:
-        prefills = sum(len(work.tokens) > GRAPH_MAX_TOKENS for work in works)
+        prefills = sum(map(is_prefill, works))
         return self.call_s + self.per_session_s * len(works) + self.per_prefill_s * prefills
 
 

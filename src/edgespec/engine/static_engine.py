@@ -30,6 +30,11 @@ GPU_KV_SHARE = 0.5  # of the memory free once the weights are in
 NUMERICS = "torch static KV: transformers' arithmetic; exact in float32; in bf16 rounding varies with batch shape"
 
 
+def is_prefill(work: Work) -> bool:
+    """More new tokens than a graph serves: a prompt, run eagerly on its own."""
+    return len(work.tokens) > GRAPH_MAX_TOKENS
+
+
 class StaticEngine:
     numerics = NUMERICS
 
@@ -110,7 +115,7 @@ class StaticEngine:
         # Rounds go through a graph together; a long prefill among them (a session opening) runs on
         # its own, eagerly, without taking the others off the graph. On a CPU: one at a time.
         on_graph = self.graphs is not None
-        replayed = [i for i, work in enumerate(works) if on_graph and len(work.tokens) <= GRAPH_MAX_TOKENS]
+        replayed = [i for i, work in enumerate(works) if on_graph and not is_prefill(work)]
         from_graph = dict(zip(replayed, self._replayed([works[i] for i in replayed]), strict=True)) if replayed else {}
         logits = [from_graph[i] if i in from_graph else self._eager(work) for i, work in enumerate(works)]
         for work in works:
