@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 from scipy.stats import chisquare
 
 from edgespec.config import SamplingParams
@@ -72,6 +74,16 @@ def test_uniforms_are_reproducible_and_independent_across_streams() -> None:
     assert uniform(5, Stream.ACCEPT, 10) == uniform(5, Stream.ACCEPT, 10)
     assert uniform(5, Stream.ACCEPT, 10) != uniform(5, Stream.TARGET, 10)
     assert uniform(5, Stream.ACCEPT, 10) != uniform(6, Stream.ACCEPT, 10)
+
+
+def test_uniforms_are_uniform_and_uncorrelated_between_neighbours() -> None:
+    """Lossless sampling rests on these draws: across positions they must be U[0, 1) and
+    neighbouring positions and streams must not move together."""
+    draws = np.array([uniform(11, Stream.TARGET, position) for position in range(20_000)])
+    assert stats.kstest(draws, "uniform").pvalue > 1e-3
+    assert abs(np.corrcoef(draws[:-1], draws[1:])[0, 1]) < 0.03
+    accept = np.array([uniform(11, Stream.ACCEPT, position) for position in range(20_000)])
+    assert abs(np.corrcoef(draws, accept)[0, 1]) < 0.03
 
 
 def test_greedy_verification_accepts_the_matching_prefix() -> None:
