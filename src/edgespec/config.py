@@ -25,6 +25,10 @@ API_KEY_ENV = "EDGESPEC_API_KEY"
 CACHE_DIR_ENV = "EDGESPEC_CACHE"
 MAX_SEED = 2**63 - 1
 
+# The longest a round waits for other sessions' rounds to share its forward call; sessions known
+# to come back sooner end the wait sooner (cloud/batcher.py)
+DEFAULT_BATCH_WINDOW_S = 0.005
+
 
 class Mode(enum.Enum):
     """How a request is decoded."""
@@ -193,7 +197,7 @@ class CloudConfig:
     tls_cert: str | None = None  # serve the edge link over TLS with this certificate ...
     tls_key: str | None = None  # ... and its private key
     tensor_parallel_size: int = 1  # ranks the target is split over (engine/tensor_parallel.py)
-    batch_window_s: float = 0.002  # the longest a round waits for other sessions' rounds (cloud/batcher.py)
+    batch_window_s: float = DEFAULT_BATCH_WINDOW_S
 
     def __post_init__(self) -> None:
         if not 0 <= self.batch_window_s <= 1:

@@ -1,5 +1,6 @@
 """How the cloud's verify batches form (cloud/batcher.py): rounds wait for the other sessions'
-rounds at most a window, and no longer than it takes the last of them to arrive."""
+rounds at most a window, no longer than it takes the last of them to arrive, and not at all for
+a session whose rounds usually come back later than the window."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class RecordingVerifier:
         return self.verify_many([(session, draft)])[0]
 
     def verify_many(self, rounds: list[tuple[str, Draft]]) -> list[RoundResult]:
-        self.calls.append([session for session, _ in rounds])
+        self.calls.append(sorted(session for session, _ in rounds))
         return [RoundResult(0, 1, 0.0, None) for _ in rounds]
 
 
@@ -72,3 +73,71 @@ def test_a_lone_session_never_waits_and_a_zero_window_launches_at_once() -> None
     assert batches(open_sessions=1, window_s=10.0, arriving=[0.0])[1] < 1.0
     calls, seconds = batches(open_sessions=3, window_s=0.0, arriving=[0.0, 0.05])
     assert calls == [["s0"], ["s1"]] and seconds < 1.0
+
+
+def paced_calls(turnarounds: dict[str, float], rounds: int, window_s: float) -> list[list[str]]:
+    """Sessions that each run `rounds` rounds, every next round `turnaround` seconds after the
+    last verdict (an edge's network and drafting); the forward calls made."""
+    verifier = RecordingVerifier()
+
+    async def scenario() -> None:
+        open_now = len(turnarounds)
+        batcher = VerifyBatcher(verifier, InlineWorker(), lambda: open_now, window_s)  # type: ignore[arg-type]
+
+        async def session(name: str, turnaround: float) -> None:
+            nonlocal open_now
+            for _ in range(rounds):
+                await batcher.verify(name, Draft(tokens=[1]))  # type: ignore[arg-type]
+                await asyncio.sleep(turnaround)
+            open_now -= 1
+            batcher.forget(name)  # type: ignore[arg-type]
+
+        await asyncio.gather(*(session(name, t) for name, t in turnarounds.items()))
+
+    asyncio.run(scenario())
+    return verifier.calls
+
+
+def test_sessions_that_come_back_within_the_window_are_gathered_every_round() -> None:
+    calls = paced_calls({"a": 0.01, "b": 0.03, "c": 0.05}, rounds=6, window_s=0.2)
+    assert calls == [["a", "b", "c"]] * 6
+
+
+def test_a_session_slower_than_the_window_is_not_waited_for_once_its_pace_is_known() -> None:
+    calls = paced_calls({"fast": 0.01, "slow": 0.4}, rounds=4, window_s=0.1)
+    # The first two rounds learn the slow edge's pace (one full window spent waiting for it).
+    # From then on, every round of the fast edge goes alone, without waiting.
+    alone = [call for call in calls if call == ["fast"]]
+    assert len(alone) == 3
+    assert calls[0] == ["fast", "slow"]
+
+
+def test_a_session_that_closes_is_no_longer_waited_for() -> None:
+    """'b' comes back 0.2 s after each verdict, so after its pace is known 'a' waits for it; then
+    'b' closes 0.05 s after its second verdict instead, which must end a's wait at once."""
+    verifier = RecordingVerifier()
+    a_waited: list[float] = []
+
+    async def scenario() -> None:
+        open_now = 2
+        batcher = VerifyBatcher(verifier, InlineWorker(), lambda: open_now, 10.0)  # type: ignore[arg-type]
+
+        async def a() -> None:
+            for _ in range(3):
+                started = time.monotonic()
+                await batcher.verify("a", Draft(tokens=[1]))  # type: ignore[arg-type]
+                a_waited.append(time.monotonic() - started)
+
+        async def b() -> None:
+            nonlocal open_now
+            for pause in (0.2, 0.05):
+                await batcher.verify("b", Draft(tokens=[1]))  # type: ignore[arg-type]
+                await asyncio.sleep(pause)
+            open_now -= 1
+            batcher.forget("b")  # type: ignore[arg-type]
+
+        await asyncio.gather(a(), b())
+
+    asyncio.run(scenario())
+    assert verifier.calls == [["a", "b"], ["a", "b"], ["a"]]
+    assert a_waited[2] < 0.15  # b closed 0.05 s in; its due time (0.3 s) no longer counts

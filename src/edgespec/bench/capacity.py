@@ -26,7 +26,7 @@ from edgespec.bench.simulated_gpu import SimulatedGPU, StepCosts
 from edgespec.bench.verifier import ARCHITECTURES, random_model
 from edgespec.cloud.server import CloudServer
 from edgespec.cloud.verifier import Verifier
-from edgespec.config import CloudConfig, LinkConfig, ModelConfig, SamplingParams
+from edgespec.config import DEFAULT_BATCH_WINDOW_S, CloudConfig, LinkConfig, ModelConfig, SamplingParams
 from edgespec.engine.static_engine import StaticEngine
 from edgespec.engine.tiny import TINY_VOCAB, build_tokenizer
 from edgespec.engine.tokenizer import TokenizerInfo
@@ -90,7 +90,7 @@ class Plan:
     seconds: float
     warm_up_s: float = 5.0  # per mode, first: captures the graphs that mode needs
     edge_processes: int = 2  # the simulated edges' processes: the cloud's loop must not also play them
-    batch_window_s: float = 0.002  # the cloud's (cloud/batcher.py)
+    batch_window_s: float = DEFAULT_BATCH_WINDOW_S  # the cloud's (cloud/batcher.py)
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,9 @@ class EdgeGroup:
 
 
 def run_edge_group(group: EdgeGroup) -> int:
-    """In a worker process: the group's edges over their own connections; tokens produced."""
-    return asyncio.run(_edge_group(group))
+    """In a worker process: the group's edges over their own connections; tokens produced. On the
+    cloud's fast loop too: a slow edge would show up as the cloud waiting for drafts."""
+    return event_loop.run(_edge_group(group))
 
 
 async def _edge_group(group: EdgeGroup) -> int:
@@ -191,7 +192,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per mode")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds per mode before measuring")
     parser.add_argument("--edge-processes", type=int, default=2, help="processes that play the edges")
-    parser.add_argument("--batch-window-ms", type=float, default=2.0, help="the cloud's, as `edgespec cloud` takes it")
+    parser.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=DEFAULT_BATCH_WINDOW_S * 1000,
+        help="the cloud's, as `edgespec cloud` takes it",
+    )
     parser.add_argument(
         "--simulate", metavar="CALL,SESSION,PREFILL",
         help="no model: a forward call sleeps CALL ms + SESSION ms per session + PREFILL ms per prompt",

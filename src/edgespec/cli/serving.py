@@ -11,6 +11,7 @@ from edgespec import event_loop
 from edgespec.cli.options import link_args, link_config, model_args, model_config
 from edgespec.config import (
     AUTO,
+    DEFAULT_BATCH_WINDOW_S,
     DEFAULT_CLOUD_PORT,
     DEFAULT_EDGE_PORT,
     ApiConfig,
@@ -53,8 +54,9 @@ def cloud_args(parser: argparse.ArgumentParser) -> None:
         help="split the target over N ranks (one per GPU; gloo ranks on a CPU); static engine",
     )  # fmt: skip
     parser.add_argument(
-        "--batch-window-ms", type=float, default=2.0, metavar="MS",
-        help="longest a session's round waits for other sessions' rounds to share its forward pass",
+        "--batch-window-ms", type=float, default=DEFAULT_BATCH_WINDOW_S * 1000, metavar="MS",
+        help="longest a session's round waits for other sessions' rounds to share its forward pass "
+        "(sessions that usually come back sooner end the wait sooner)",
     )  # fmt: skip
 
 

@@ -1,18 +1,31 @@
 """Verification batched across sessions, continuously: rounds that arrive while the target is
-busy wait for it and then go together in one forward call. When the target is idle and fewer
-rounds wait than sessions are open, the batch waits at most a short window for the others (edges
-answer verdicts at slightly different times); a lone session never waits. A backend that cannot batch
-(torch here) runs the batch's rounds one after another, which costs nothing extra."""
+busy wait for it and then go together in one forward call.
+
+When the target is idle and not every open session's round is in, the batch waits for the missing
+ones, but only as long as they are worth waiting for. Each session's pace is known: how long after
+its verdict left its next round usually arrives (the edge's network and drafting). The batch waits
+for the missing sessions due within the window (due: their usual turnaround plus a margin for
+jitter), counted from when its oldest round could have run (it arrived, or the target became
+free). So edges on a fast link are gathered into full batches (a forward call costs nearly the
+same for one session as for thirty), while an edge on a slow link is not waited for at all. A
+session with no pace yet (its first round) is given the whole window. A lone session never waits.
+A backend that cannot batch (torch here) runs the batch's rounds one after another, which costs
+nothing extra."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgespec.cloud.verifier import RoundResult, TargetSession, Verifier
+from edgespec.config import DEFAULT_BATCH_WINDOW_S
 from edgespec.engine.worker import ModelWorker
 from edgespec.protocol.messages import Draft
+
+DUE_MARGIN = 1.5  # a session is due this many of its usual turnarounds after its verdict left
+PACE_WEIGHT = 0.3  # of the newest turnaround in a session's moving estimate
 
 
 @dataclass
@@ -20,6 +33,22 @@ class _Round:
     session: TargetSession
     draft: Draft
     done: asyncio.Future[RoundResult]
+    arrived: float
+
+
+@dataclass
+class _Pace:
+    """When a session's next round is due."""
+
+    released: float  # when its last verdict left the target
+    turnaround: float | None = None  # moving estimate: verdict out to next round in, seconds
+
+    def due(self) -> float | None:
+        return None if self.turnaround is None else self.released + DUE_MARGIN * self.turnaround
+
+    def arrived(self, now: float) -> None:
+        took = now - self.released
+        self.turnaround = took if self.turnaround is None else self.turnaround + PACE_WEIGHT * (took - self.turnaround)
 
 
 class VerifyBatcher:
@@ -28,7 +57,7 @@ class VerifyBatcher:
         verifier: Verifier,
         worker: ModelWorker,
         open_sessions: Callable[[], int] = lambda: 1,
-        window_s: float = 0.002,  # the longest a round waits for other sessions' rounds to join its batch
+        window_s: float = DEFAULT_BATCH_WINDOW_S,  # the longest a round waits for others to join its batch
         on_batch: Callable[[int], None] = lambda size: None,
     ) -> None:
         self.verifier = verifier
@@ -37,34 +66,63 @@ class VerifyBatcher:
         self.window_s = window_s
         self.on_batch = on_batch  # told each batch's size (metrics)
         self._queue: list[_Round] = []
+        self._paces: dict[TargetSession, _Pace] = {}  # sessions that had a round, while open
         self._busy = False
-        self._window: asyncio.TimerHandle | None = None  # open while more rounds may arrive
+        self._idle_since = 0.0  # when the last batch ended: waiting for the target is not waiting for others
+        self._window: asyncio.TimerHandle | None = None  # set while the batch waits for missing rounds
         self._running: asyncio.Task[None] | None = None  # referenced, so the loop cannot drop it
 
     async def verify(self, session: TargetSession, draft: Draft) -> RoundResult:
-        done: asyncio.Future[RoundResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Round(session, draft, done))
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        if (pace := self._paces.get(session)) is not None:
+            pace.arrived(now)
+        done: asyncio.Future[RoundResult] = loop.create_future()
+        self._queue.append(_Round(session, draft, done, now))
         self._start_next()
         return await done
 
+    def forget(self, session: TargetSession) -> None:
+        """A session closed: its next round will not come, so a batch need not wait for it."""
+        if self._paces.pop(session, None) is not None:
+            self._stop_waiting()
+            self._start_next()
+
     def _start_next(self) -> None:
+        """Launch a batch if one should go now, else make sure a timer decides later. Only the
+        last missing round's arrival ends a wait early: the rest cost O(1) each."""
         if self._busy or not self._queue:
             return
-        everyone = len(self._queue) >= self.open_sessions()
-        if self._window is not None:  # waiting for the others: the last of them ends the wait
-            if everyone:
-                self._window.cancel()
-                self._close_window()
-            return
-        if not everyone and self.window_s > 0:  # others may be a moment behind
-            self._window = asyncio.get_running_loop().call_later(self.window_s, self._close_window)
-            return
-        self._launch()
-
-    def _close_window(self) -> None:
-        self._window = None
-        if not self._busy and self._queue:
+        if len(self._queue) >= self.open_sessions():
+            self._stop_waiting()
             self._launch()
+        elif self._window is None:
+            self._decide()
+
+    def _decide(self) -> None:
+        self._window = None
+        wait = self._worth_waiting() - time.monotonic()
+        if wait > 0:
+            self._window = asyncio.get_running_loop().call_later(wait, self._decide)
+        elif not self._busy and self._queue:
+            self._launch()
+
+    def _stop_waiting(self) -> None:
+        if self._window is not None:
+            self._window.cancel()
+            self._window = None
+
+    def _worth_waiting(self) -> float:
+        """Until when the queued rounds wait for the missing ones (a time past: not at all)."""
+        missing = self.open_sessions() - len(self._queue)
+        if missing <= 0:
+            return 0.0
+        limit = max(self._queue[0].arrived, self._idle_since) + self.window_s
+        queued = {r.session for r in self._queue}
+        dues = [pace.due() for session, pace in self._paces.items() if session not in queued]
+        if len(dues) < missing or None in dues:  # a session with no pace yet: give it the window
+            return limit
+        return max((due for due in dues if due is not None and due <= limit), default=0.0)
 
     def _launch(self) -> None:
         batch = self._take_batch()
@@ -72,15 +130,20 @@ class VerifyBatcher:
         self._running = asyncio.create_task(self._run(batch))
 
     def _take_batch(self) -> list[_Round]:
-        """Queued rounds in arrival order, as many as one forward call holds (at least one)."""
+        """Queued rounds in arrival order, all that one forward call holds (the oldest always).
+        A round too big for what is left (a prompt) waits for the next call; the rounds behind
+        it still go now, or one long prompt would split a batch of thirty sessions in two."""
         room = self.verifier.engine.batch_tokens
         batch: list[_Round] = []
-        while self._queue:
-            size = self.verifier.new_tokens(self._queue[0].session, self._queue[0].draft)
+        later: list[_Round] = []
+        for r in self._queue:
+            size = self.verifier.new_tokens(r.session, r.draft)
             if batch and size > room:
-                break
-            batch.append(self._queue.pop(0))
+                later.append(r)
+                continue
+            batch.append(r)
             room -= size
+        self._queue = later
         return [r for r in batch if not r.done.cancelled()]  # an edge that left: no work for it
 
     async def _run(self, batch: list[_Round]) -> None:
@@ -90,6 +153,7 @@ class VerifyBatcher:
                 await self._verify(batch)
         finally:
             self._busy = False
+            self._idle_since = time.monotonic()
             # Next turn of the loop, not now: sessions this batch woke up run first, and a session
             # ending here queues its KV release on the worker before the next batch can take a slot.
             asyncio.get_running_loop().call_soon(self._start_next)
@@ -106,6 +170,15 @@ class VerifyBatcher:
                 if not r.done.done():
                     r.done.set_exception(exc)
             return
+        released = time.monotonic()
         for r, result in zip(batch, results, strict=True):
-            if not r.done.done():
-                r.done.set_result(result)
+            if r.done.cancelled():  # its session is gone (and forgotten)
+                continue
+            r.done.set_result(result)
+            self._release(r.session, released)
+
+    def _release(self, session: TargetSession, at: float) -> None:
+        if (pace := self._paces.get(session)) is not None:
+            pace.released = at
+        else:
+            self._paces[session] = _Pace(at)

@@ -82,6 +82,7 @@ class SessionActor:
         finally:
             self._table.close(self.sid)
             if self._target is not None:  # on the worker: a forward of this session may be running
+                self._batcher.forget(self._target)
                 self._worker.submit(self._verifier.release, self._target)
                 self._target = None
 

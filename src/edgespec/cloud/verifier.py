@@ -17,7 +17,7 @@ from edgespec.sampling.rng import Stream, uniform
 from edgespec.sampling.verify import accept_matching, verify_sampled
 
 
-@dataclass
+@dataclass(eq=False)  # one per session: equal only to itself (and a key by identity)
 class TargetSession:
     """What the cloud keeps for one session: its KV and the committed tokens (prompt + output)."""
 
@@ -64,10 +64,7 @@ class Verifier:
         """Several sessions' rounds in one forward call (the engine batches them where it can).
         Each round reports the whole call's time: that is what its edge waited for."""
         started = time.perf_counter()
-        works = [
-            Work(s.kv, missing_tokens(self.engine, s.kv, s.committed, list(d.tokens)), len(d.tokens) + 1)
-            for s, d in rounds
-        ]
+        works = [Work(s.kv, self._round_tokens(s, d), len(d.tokens) + 1) for s, d in rounds]
         all_logits = self.engine.forward_many(works)
         choices = greedy_rows(all_logits)  # every session's greedy choices in one copy to the host
         seconds = time.perf_counter() - started
@@ -75,6 +72,13 @@ class Verifier:
             self._conclude(s, d, logits, seconds, picks)
             for (s, d), logits, picks in zip(rounds, all_logits, choices, strict=True)
         ]
+
+    def _round_tokens(self, session: TargetSession, draft: Draft) -> list[int]:
+        """What a round's forward runs. Usually the cache holds every committed token but the last
+        (_conclude keeps it so), which spares comparing the whole context each round."""
+        if len(session.kv.tokens) == len(session.committed) - 1:
+            return [session.committed[-1], *draft.tokens]
+        return missing_tokens(self.engine, session.kv, session.committed, list(draft.tokens))
 
     def new_tokens(self, session: TargetSession, draft: Draft) -> int:
         """How many positions a round would compute (the first one prefills the prompt too)."""
