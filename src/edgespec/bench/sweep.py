@@ -152,10 +152,10 @@ class Cell:
         )
 
 
-Progress = Callable[[Cell], None]
+Progress = Callable[[Cell], None]  # told of a cell after each of its requests (its totals so far)
 
 
-async def run_sweep(plan: SweepPlan, on_cell: Progress) -> list[Cell]:
+async def run_sweep(plan: SweepPlan, on_request: Progress) -> list[Cell]:
     target_path, draft_path = resolve_model_path(plan.target), resolve_model_path(plan.draft)
     cloud_args = ["--draft-model", str(draft_path), "--threads", "1"]
     if plan.pin:
@@ -177,7 +177,7 @@ async def run_sweep(plan: SweepPlan, on_cell: Progress) -> list[Cell]:
             try:
                 if not cells:
                     await _warm_up(runtime, plan)
-                cells += await _measure_at(runtime, plan, rtt, on_cell)
+                cells += await measure_at(runtime, plan, rtt, on_request)
             finally:
                 await runtime.aclose()
     return cells
@@ -198,26 +198,40 @@ async def _warm_up(runtime: EdgeRuntime, plan: SweepPlan) -> None:
             await runtime.generate(request).collect()
 
 
-async def _measure_at(runtime: EdgeRuntime, plan: SweepPlan, rtt: float, on_cell: Progress) -> list[Cell]:
-    """Every cell of the plan at one RTT."""
+async def measure_at(runtime: EdgeRuntime, plan: SweepPlan, rtt: float, on_request: Progress) -> list[Cell]:
+    """Every cell of the plan at one RTT, interleaved: each prompt goes through all the cells in
+    turn. A drift in the machine's pace over the minutes this takes then falls on every cell
+    alike, rather than on whichever cell ran at the time, and cells can be compared closely."""
     prompts = [runtime.render_chat([{"role": "user", "content": text}]) for text in plan.prompts]
-    cells = []
-    for key in plan.cells():
-        if key[0] == rtt:
-            if key[3] is Drafting.AUTO:
-                await _fresh_controller(runtime, prompts, plan.max_tokens)
-            cells.append(await _measure(runtime, prompts, plan.max_tokens, key))
-            on_cell(cells[-1])
+    cells = [
+        Cell(rtt, mode, k, 0, SpecStats(mode=mode.value), drafting)
+        for at, mode, k, drafting in plan.cells()
+        if at == rtt
+    ]
+    fixed = adaptive = runtime.controller
+    if any(cell.drafting is Drafting.AUTO for cell in cells):
+        adaptive = await _fresh_controller(runtime, prompts, plan.max_tokens)
+    for prompt in prompts:
+        for cell in cells:
+            # auto's controller learns from auto's requests only, as if its cell ran alone
+            runtime.controller = adaptive if cell.drafting is Drafting.AUTO else fixed
+            generation = runtime.generate(request_for(prompt, plan.max_tokens, cell.mode, cell.k, cell.drafting))
+            await generation.collect()
+            cell.stats.add(generation.stats)
+            cell.requests += 1
+            on_request(cell)
+    runtime.controller = fixed
     return cells
 
 
-async def _fresh_controller(runtime: EdgeRuntime, prompts: list[list[int]], max_tokens: int) -> None:
-    """An auto cell starts from a controller that knows nothing, which then learns over one
-    unmeasured pass of the prompts: an edge that has served a couple of requests on this link."""
+async def _fresh_controller(runtime: EdgeRuntime, prompts: list[list[int]], max_tokens: int) -> SpecController:
+    """A controller for auto that knows nothing, then learns over one unmeasured pass of the
+    prompts: an edge that has served a couple of requests on this link."""
     spec = runtime.policy.spec
     runtime.controller = SpecController(spec.max_adaptive_k, start_k=spec.num_speculative_tokens)
     for prompt in prompts:
         await runtime.generate(request_for(prompt, max_tokens, Mode.SPEC, 0, Drafting.AUTO)).collect()
+    return runtime.controller
 
 
 def request_for(prompt: list[int], max_tokens: int, mode: Mode, k: int, drafting: Drafting) -> GenerationRequest:
@@ -230,13 +244,3 @@ def request_for(prompt: list[int], max_tokens: int, mode: Mode, k: int, drafting
         pipeline=drafting is not Drafting.SYNC,
         ignore_eos=True,
     )
-
-
-async def _measure(runtime: EdgeRuntime, prompts: list[list[int]], max_tokens: int, key: CellKey) -> Cell:
-    rtt, mode, k, drafting = key
-    total = SpecStats(mode=mode.value)
-    for prompt in prompts:
-        generation = runtime.generate(request_for(prompt, max_tokens, mode, k, drafting))
-        await generation.collect()
-        total.add(generation.stats)
-    return Cell(rtt, mode, k, len(prompts), total, drafting)

@@ -45,13 +45,13 @@ def run_sweep_command(args: argparse.Namespace) -> None:
     plan = plan_from_args(args)
     cells = plan.cells()
     print(f"sweep: {len(cells)} cells, {len(plan.prompts)} prompts × {plan.max_tokens} tokens each", flush=True)
-    with tqdm(total=len(cells), unit="cell") as bar:
+    with tqdm(total=len(cells) * len(plan.prompts), unit="request") as bar:
 
-        def on_cell(cell: Cell) -> None:
-            bar.set_postfix_str(f"{cell.label} rtt={cell.rtt_ms:g}: {cell.tokens_per_s:.2f} tok/s")
+        def on_request(cell: Cell) -> None:
+            bar.set_postfix_str(f"{cell.label} rtt={cell.rtt_ms:g}: {cell.tokens_per_s:.2f} tok/s so far")
             bar.update()
 
-        measured = asyncio.run(run_sweep(plan, on_cell))
+        measured = asyncio.run(run_sweep(plan, on_request))
     report = write_report(plan, measured, analyse(measured), Path(args.out))
     print(f"report: {report}")
 
