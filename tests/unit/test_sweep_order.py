@@ -72,3 +72,20 @@ def test_each_prompt_goes_through_every_cell_before_the_next_prompt() -> None:
     assert len(auto_controllers) == 1
     assert all(s.controller == "the edge's controller" for s in measured if s.k != AUTO)
     assert runtime.controller == "the edge's controller"
+
+
+def test_plots_show_the_pipelined_cells_of_a_sweep_without_synchronous_ones() -> None:
+    from edgespec.bench.plots import _series
+    from edgespec.bench.sweep import Cell
+
+    def cell(mode: Mode, k: int, drafting: Drafting) -> Cell:
+        return Cell(10.0, mode, k, 1, SpecStats(mode=mode.value), drafting)
+
+    pipelined_only = [
+        cell(Mode.SPEC, 4, Drafting.PIPELINED),
+        cell(Mode.SPEC, 0, Drafting.AUTO),
+        cell(Mode.CLOUD, 0, Drafting.SYNC),
+    ]
+    assert set(_series(pipelined_only)) == {"spec k=4 pipelined", "cloud"}
+    with_sync = [*pipelined_only, cell(Mode.SPEC, 4, Drafting.SYNC)]
+    assert set(_series(with_sync)) == {"spec k=4", "cloud"}

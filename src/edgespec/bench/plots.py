@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 
 from edgespec.bench.analysis import Analysis
 from edgespec.bench.strategies import compare
-from edgespec.bench.sweep import Cell, Drafting
+from edgespec.bench.sweep import SPECULATING, Cell, Drafting
 from edgespec.config import Mode
 
 PALETTE_SIZE = 10
@@ -31,12 +31,20 @@ def write_plots(cells: list[Cell], analysis: Analysis, out: Path) -> list[Path]:
     return plots
 
 
-def _series(cells: list[Cell], drafting: tuple[Drafting, ...] = (Drafting.SYNC,)) -> dict[str, list[Cell]]:
-    """Cells by label, one line each; only the given drafting schemes (the default plots show
-    synchronous rounds, as the model does; the strategies plot the rest)."""
+def _fixed_scheme(cells: list[Cell]) -> Drafting:
+    """The drafting scheme whose fixed-k cells the per-k plots show: synchronous rounds, as the
+    model does, or pipelined ones in a sweep that has no synchronous cells (the strategies plot
+    compares the schemes)."""
+    speculating = [cell for cell in cells if cell.mode in SPECULATING]
+    return Drafting.SYNC if any(cell.drafting is Drafting.SYNC for cell in speculating) else Drafting.PIPELINED
+
+
+def _series(cells: list[Cell]) -> dict[str, list[Cell]]:
+    """Cells by label, one line each: the modes without rounds and the fixed-k scheme's cells."""
+    scheme = _fixed_scheme(cells)
     series: dict[str, list[Cell]] = {}
     for cell in cells:
-        if cell.drafting in drafting:
+        if cell.drafting in (Drafting.SYNC, scheme):  # cloud and edge cells count as synchronous
             series.setdefault(cell.label, []).append(cell)
     return series
 
@@ -70,7 +78,7 @@ def _color(mode: Mode, k: int) -> str:
     """One colour per draft length, shared by spec and co-located; black for the cloud alone."""
     if mode is Mode.CLOUD:
         return "black"
-    return f"C{k.bit_length() % PALETTE_SIZE}"  # matplotlib's default cycle: C0 … C9
+    return f"C{k % PALETTE_SIZE}"  # matplotlib's default cycle: C0 … C9 (k = 4, 5, 6 apart)
 
 
 def _ttft(cells: list[Cell], path: Path) -> Path:
@@ -88,7 +96,8 @@ def _ttft(cells: list[Cell], path: Path) -> Path:
 def _acceptance(cells: list[Cell], path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(8, 5))
     base = min(cell.rtt_ms for cell in cells)
-    spec = [c for c in cells if c.mode is Mode.SPEC and c.drafting is Drafting.SYNC and c.rtt_ms == base]
+    scheme = _fixed_scheme(cells)
+    spec = [c for c in cells if c.mode is Mode.SPEC and c.drafting is scheme and c.rtt_ms == base]
     width = 0.8 / max(len(spec), 1)
     for i, cell in enumerate(spec):
         rates = [accepted / cell.stats.rounds for accepted in cell.stats.accepted_per_position]
