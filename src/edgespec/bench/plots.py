@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -127,15 +128,20 @@ def _strategies(cells: list[Cell], path: Path) -> Path:
     def best(drafting: Drafting) -> list[float]:
         return [
             max((c.tokens_per_s for c in cells if c.rtt_ms == rtt and c.mode is Mode.SPEC and c.drafting is drafting),
-                default=float("nan"))
+                default=math.nan)
             for rtt in rtts
         ]  # fmt: skip
 
-    axes.plot(rtts, best(Drafting.SYNC), "-o", color="C0", label="best fixed k, synchronous")
-    axes.plot(rtts, best(Drafting.PIPELINED), "-o", color="C2", label="best fixed k, pipelined")
-    axes.plot(rtts, best(Drafting.AUTO), "-s", color="C3", linewidth=2.5, label="auto (k and mode chosen online)")
-    axes.plot(rtts, [r.cloud.tokens_per_s if r.cloud else float("nan") for r in rows], "-o", color="black",
-              label="cloud decoding")  # fmt: skip
+    cloud = [r.cloud.tokens_per_s if r.cloud else math.nan for r in rows]
+    lines = [
+        (best(Drafting.SYNC), "o", "C0", 1.5, "best fixed k, synchronous"),
+        (best(Drafting.PIPELINED), "o", "C2", 1.5, "best fixed k, pipelined"),
+        (best(Drafting.AUTO), "s", "C3", 2.5, "auto (k and mode chosen online)"),
+        (cloud, "o", "black", 1.5, "cloud decoding"),
+    ]
+    for values, marker, color, width, label in lines:
+        if not all(math.isnan(v) for v in values):  # a scheme the sweep did not run gets no line
+            axes.plot(rtts, values, marker=marker, color=color, linewidth=width, label=label)
     axes.set(xlabel="round-trip time (ms)", ylabel="output tokens/s", title="Drafting strategies vs RTT")
     axes.set_ylim(bottom=0)
     axes.legend(fontsize=8)
