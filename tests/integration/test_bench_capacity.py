@@ -39,6 +39,9 @@ def test_a_simulated_gpu_runs_the_real_cloud_at_the_step_times_given(tmp_path: P
         tally = phase["tally"]
         assert 20 <= tally["round_ms"] < 40  # 20 ms + 1 ms for each of up to 3 sessions, plus scheduling
         assert tally["calls"] / phase["seconds"] <= 1000 / 20
+        gap = tally["gap"]  # the idle time between calls, stage by stage, in the order they happen
+        assert 0 <= gap["verdicts_out_ms"] <= gap["launched_ms"] <= gap["next_call_ms"] < 100
+        assert gap["last_round_in_ms"] <= gap["launched_ms"]
 
 
 def test_simulated_costs_must_be_three_non_negative_numbers() -> None:

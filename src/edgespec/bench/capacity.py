@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from edgespec import event_loop
-from edgespec.bench.capacity_tally import Tally, TimedEngine
+from edgespec.bench.capacity_tally import BatchClock, Tally, TimedEngine
 from edgespec.bench.simulated_gpu import SimulatedGPU, StepCosts
 from edgespec.bench.verifier import ARCHITECTURES, random_model
 from edgespec.cloud.server import CloudServer
@@ -153,6 +153,7 @@ async def measure(engine: StaticEngine | SimulatedGPU, plan: Plan) -> list[Phase
     )
     timed = TimedEngine(engine)
     server = CloudServer(Verifier(timed, plan.alpha), tokenizer, config, "random weights")  # type: ignore[arg-type]
+    server.batcher.observer = clock = BatchClock()
     _, port = await server.start()
     spawn = multiprocessing.get_context("spawn")  # never fork a process that holds a CUDA context
     try:
@@ -162,7 +163,7 @@ async def measure(engine: StaticEngine | SimulatedGPU, plan: Plan) -> list[Phase
                 await phase(pool, port, tokenizer.identity, plan, mode, plan.warm_up_s)
                 since = timed.mark()
                 measured = await phase(pool, port, tokenizer.identity, plan, mode, plan.seconds)
-                results.append(replace(measured, tally=timed.tally(since, plan.seconds)))
+                results.append(replace(measured, tally=timed.tally(since, plan.seconds, clock)))
                 print(_line(results[-1]), flush=True)
         return results
     finally:
@@ -172,11 +173,17 @@ async def measure(engine: StaticEngine | SimulatedGPU, plan: Plan) -> list[Phase
 def _line(result: Phase) -> str:
     rates = f"{result.tokens_per_s:8.0f} output tok/s of the cloud  {result.per_session_tokens_per_s:7.1f} per session"
     line = f"{result.mode:5s}  {rates}  ({result.tokens} tokens in {result.seconds:.1f} s)"
-    if (t := result.tally) is not None:
+    if (t := result.tally) is None:
+        return line
+    line += (
+        f"\n       {t.calls / result.seconds:.0f} forward calls/s of {t.mean_batch:.1f} sessions, engine busy "
+        f"{t.busy:.0%}; a call {t.round_ms:.2f} ms, {t.prefill_ms:.2f} ms with prefills ({t.prefills} prompts); "
+        f"{t.graphs_captured} graphs captured in {t.capture_s:.1f} s"
+    )
+    if (g := t.gap) is not None:
         line += (
-            f"\n       {t.calls / result.seconds:.0f} forward calls/s of {t.mean_batch:.1f} sessions, engine busy "
-            f"{t.busy:.0%}; a call {t.round_ms:.2f} ms, {t.prefill_ms:.2f} ms with prefills ({t.prefills} prompts); "
-            f"{t.graphs_captured} graphs captured in {t.capture_s:.1f} s"
+            f"\n       idle between calls (median ms after one call's results): verdicts out {g.verdicts_out_ms:.2f}, "
+            f"last round in {g.last_round_in_ms:.2f}, launched {g.launched_ms:.2f}, next call {g.next_call_ms:.2f}"
         )
     return line
 

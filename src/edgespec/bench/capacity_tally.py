@@ -1,9 +1,13 @@
 """Where a capacity phase's GPU time went: the cloud's engine with every batched forward call
 counted and timed to its results. A call that prefills a session's prompt is told apart from a
-call of rounds alone, because openings, not rounds, are what speculation cannot make cheaper."""
+call of rounds alone, because openings, not rounds, are what speculation cannot make cheaper.
+Between calls the engine idles; the batcher's clock says on what: the verdicts being decided and
+handed back, the next rounds coming in (sending, the edges, receiving), the batch being launched."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Call:
+    started: float  # time.monotonic()
     seconds: float  # launch to results on the host
     sessions: int
     prefills: int  # sessions of the call feeding a prompt (more tokens than a graph serves)
@@ -37,9 +42,10 @@ class Tally:
     prefills: int
     graphs_captured: int  # new CUDA graph shapes met (each a stall)
     capture_s: float  # seconds those captures took
+    gap: Gap | None = None  # the idle time between one call and the next, by stage
 
     @classmethod
-    def of(cls, calls: list[Call], seconds: float, graphs: tuple[int, float]) -> Tally:
+    def of(cls, calls: list[Call], seconds: float, graphs: tuple[int, float], gap: Gap | None = None) -> Tally:
         rounds = [c.seconds for c in calls if not c.prefills]
         opening = [c.seconds for c in calls if c.prefills]
         return cls(
@@ -51,7 +57,65 @@ class Tally:
             prefills=sum(c.prefills for c in calls),
             graphs_captured=graphs[0],
             capture_s=graphs[1],
+            gap=gap,
         )
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Median milliseconds from a call's results to: its verdicts leaving the worker (decided,
+    handed to the event loop), the last round the next batch waited for, that batch's launch,
+    and the next call starting on the engine."""
+
+    verdicts_out_ms: float
+    last_round_in_ms: float
+    launched_ms: float
+    next_call_ms: float
+
+
+@dataclass
+class BatchClock:
+    """The batcher's events (cloud/batcher.py BatchObserver), kept to time the gaps."""
+
+    arrivals: list[float] = field(default_factory=list)
+    launches: list[float] = field(default_factory=list)
+    releases: list[float] = field(default_factory=list)
+
+    def arrived(self, at: float) -> None:
+        self.arrivals.append(at)
+
+    def launched(self, at: float) -> None:
+        self.launches.append(at)
+
+    def released(self, at: float) -> None:
+        self.releases.append(at)
+
+    def gap(self, calls: list[Call]) -> Gap | None:
+        """The medians over the gaps between calls that a batch's launch separates (a prompt fed
+        in pieces makes several calls of one batch: no gap to time between those)."""
+        stages = [s for pair in itertools.pairwise(calls) if (s := self._stages(*pair)) is not None]
+        if not stages:
+            return None
+        return Gap(*(1000 * statistics.median(column) for column in zip(*stages, strict=True)))
+
+    def _stages(self, before: Call, after: Call) -> tuple[float, float, float, float] | None:
+        end = before.started + before.seconds
+        out = _first_between(self.releases, end, after.started)
+        launch = _last_between(self.launches, end, after.started)
+        if out is None or launch is None:
+            return None
+        last_in = _last_between(self.arrivals, end, launch) or end  # none: all came during the call
+        return out - end, last_in - end, launch - end, after.started - end
+
+
+def _first_between(times: list[float], low: float, high: float) -> float | None:
+    i = bisect.bisect_left(times, low)
+    return times[i] if i < len(times) and times[i] <= high else None
+
+
+def _last_between(times: list[float], low: float, high: float) -> float | None:
+    i = bisect.bisect_right(times, high) - 1
+    return times[i] if i >= 0 and times[i] >= low else None
 
 
 @dataclass
@@ -66,12 +130,12 @@ class TimedEngine:
         return getattr(self.engine, name)
 
     def forward_many(self, works: list[Work]) -> list[torch.Tensor]:
-        started = time.perf_counter()
+        started = time.monotonic()  # the batcher's clock
         logits = self.engine.forward_many(works)
         if self.engine.device.type == "cuda":
             torch.cuda.synchronize(self.engine.device)
         prefills = sum(map(is_prefill, works))
-        self.calls.append(Call(time.perf_counter() - started, len(works), prefills))
+        self.calls.append(Call(started, time.monotonic() - started, len(works), prefills))
         return logits
 
     def forward(self, session: object, tokens: list[int], n_logits: int) -> torch.Tensor:
@@ -82,7 +146,8 @@ class TimedEngine:
         graphs = self.engine.graphs
         return len(self.calls), len(graphs or []), graphs.capture_seconds if graphs else 0.0
 
-    def tally(self, since: tuple[int, int, float], seconds: float) -> Tally:
+    def tally(self, since: tuple[int, int, float], seconds: float, clock: BatchClock) -> Tally:
         first_call, graphs, capture_s = since
         _, graphs_now, capture_now = self.mark()
-        return Tally.of(self.calls[first_call:], seconds, (graphs_now - graphs, capture_now - capture_s))
+        calls = self.calls[first_call:]
+        return Tally.of(calls, seconds, (graphs_now - graphs, capture_now - capture_s), clock.gap(calls))

@@ -18,6 +18,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from edgespec.cloud.verifier import RoundResult, TargetSession, Verifier
 from edgespec.config import DEFAULT_BATCH_WINDOW_S
@@ -26,6 +27,15 @@ from edgespec.protocol.messages import Draft
 
 DUE_MARGIN = 1.5  # a session is due this many of its usual turnarounds after its verdict left
 PACE_WEIGHT = 0.3  # of the newest turnaround in a session's moving estimate
+
+
+class BatchObserver(Protocol):
+    """Told when rounds arrive, batches launch and verdicts leave (`bench capacity` times the
+    target's idle gaps with it); times are time.monotonic()."""
+
+    def arrived(self, at: float) -> None: ...
+    def launched(self, at: float) -> None: ...
+    def released(self, at: float) -> None: ...
 
 
 @dataclass
@@ -65,6 +75,7 @@ class VerifyBatcher:
         self.open_sessions = open_sessions  # how many rounds could come at most
         self.window_s = window_s
         self.on_batch = on_batch  # told each batch's size (metrics)
+        self.observer: BatchObserver | None = None
         self._queue: list[_Round] = []
         self._paces: dict[TargetSession, _Pace] = {}  # sessions that had a round, while open
         self._busy = False
@@ -77,6 +88,8 @@ class VerifyBatcher:
         now = time.monotonic()
         if (pace := self._paces.get(session)) is not None:
             pace.arrived(now)
+        if self.observer is not None:
+            self.observer.arrived(now)
         done: asyncio.Future[RoundResult] = loop.create_future()
         self._queue.append(_Round(session, draft, done, now))
         self._start_next()
@@ -125,6 +138,8 @@ class VerifyBatcher:
         return max((due for due in dues if due is not None and due <= limit), default=0.0)
 
     def _launch(self) -> None:
+        if self.observer is not None:
+            self.observer.launched(time.monotonic())
         batch = self._take_batch()
         self._busy = True
         self._running = asyncio.create_task(self._run(batch))
@@ -171,6 +186,8 @@ class VerifyBatcher:
                     r.done.set_exception(exc)
             return
         released = time.monotonic()
+        if self.observer is not None:
+            self.observer.released(released)
         for r, result in zip(batch, results, strict=True):
             if r.done.cancelled():  # its session is gone (and forgotten)
                 continue
