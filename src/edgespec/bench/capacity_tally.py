@@ -104,8 +104,9 @@ class BatchClock:
         launch = _last_between(self.launches, end, after.started)
         if out is None or launch is None:
             return None
-        last_in = _last_between(self.arrivals, end, launch) or end  # none: all came during the call
-        return out - end, last_in - end, launch - end, after.started - end
+        last_in = _last_between(self.arrivals, end, launch)
+        waited_for = 0.0 if last_in is None else last_in - end  # none: every round came during the call
+        return out - end, waited_for, launch - end, after.started - end
 
 
 def _first_between(times: list[float], low: float, high: float) -> float | None:
