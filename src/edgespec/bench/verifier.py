@@ -272,6 +272,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", action="store_true", help="print each cell's costliest GPU kernels")
     parser.add_argument("--out", help="write the cells as JSON here")
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="split the model over this many GPUs")
+    parser.add_argument("--nccl", action="store_true",
+                        help="tensor parallel: the sums through NCCL, not peer memory, to compare")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> None:
@@ -279,9 +281,10 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit("bench verifier needs a CUDA GPU")
     batches, ks, contexts = ([int(x) for x in text.split(",")] for text in (args.batch, args.k, args.context))
     if args.tensor_parallel_size > 1:
-        from edgespec.bench.verifier_parallel import run_parallel
+        from edgespec.bench.verifier_parallel import Options, run_parallel
 
-        result = run_parallel(args.arch, args.tensor_parallel_size, batches, ks, contexts, args.repeats)
+        options = Options(args.repeats, peer_sums=not args.nccl, profile=args.profile)
+        result = run_parallel(args.arch, args.tensor_parallel_size, (batches, ks, contexts), options)
     else:
         result = run(args.arch, batches, ks, contexts, not args.no_eager, args.repeats, not args.unfused, args.profile)
     if args.out:

@@ -6,21 +6,34 @@ architecture with 1/N of the attention heads, key/value heads and MLP features (
 engine/sharding.py keeps of a whole model), so a 32B model never has to fit one GPU whole. Every
 rank runs the same steps in the same order (their all-reduces meet); rank 0 reports. The floor of
 a cell is the shard's weights and KV over the measured copy bandwidth (or its FLOPs over the
-matmul rate), plus the measured cost of the step's all-reduces (two per layer, of the batch's
-hidden states).
+matmul rate), plus the measured cost of the step's sums over the ranks (two per layer, of the
+batch's hidden states, through peer memory and fused with the add and norm after them, or through
+NCCL with --nccl) and of the head's all-gather.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from edgespec.bench.verifier import ARCHITECTURES, Cell, floor_ms, measure_ceilings, random_model, time_static
+from edgespec.bench.verifier import (
+    ARCHITECTURES,
+    Cell,
+    floor_ms,
+    measure_ceilings,
+    random_model,
+    static_step,
+    time_static,
+)
+from edgespec.bench.verifier_profile import PROFILED_STEPS, print_profile
+from edgespec.engine.compact_model import CompactModel
+from edgespec.engine.peer_sum import connect
 from edgespec.engine.sharding import check_divisible, shard_head
 from edgespec.engine.static_engine import StaticEngine
 from edgespec.engine.tensor_parallel import Rank, all_gather_last, all_reduce, collectives, join
@@ -29,9 +42,17 @@ from edgespec.engine.tensor_parallel import Rank, all_gather_last, all_reduce, c
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
-def run_parallel(
-    arch: str, world: int, batches: list[int], ks: list[int], contexts: list[int], repeats: int
-) -> dict[str, Any]:
+Grid = tuple[list[int], list[int], list[int]]  # batches, draft lengths, contexts
+
+
+@dataclass(frozen=True)
+class Options:
+    repeats: int
+    peer_sums: bool = True  # the step's sums through peer memory (engine/peer_sum.py), else NCCL
+    profile: bool = False  # print each cell's costliest kernels (rank 0's)
+
+
+def run_parallel(arch: str, world: int, grid: Grid, options: Options) -> dict[str, Any]:
     fields: dict[str, Any] = ARCHITECTURES[arch][1]
     check_divisible(fields["num_attention_heads"], fields["num_key_value_heads"], fields["intermediate_size"], world)
     if torch.cuda.device_count() < world:
@@ -45,8 +66,7 @@ def run_parallel(
     results = context.SimpleQueue()
     port = free_port()
     ranks = [
-        context.Process(target=_rank, args=(Rank(r, world, port), arch, batches, ks, contexts, repeats, results))
-        for r in range(world)
+        context.Process(target=_rank, args=(Rank(r, world, port), arch, grid, options, results)) for r in range(world)
     ]
     for process in ranks:
         process.start()
@@ -60,11 +80,9 @@ def run_parallel(
     return result
 
 
-def _rank(
-    rank: Rank, arch: str, batches: list[int], ks: list[int], contexts: list[int], repeats: int, results: Any
-) -> None:
+def _rank(rank: Rank, arch: str, grid: Grid, options: Options, results: Any) -> None:
     try:
-        result = _measure(rank, arch, batches, ks, contexts, repeats)
+        result = _measure(rank, arch, grid, options)
     except BaseException as exc:  # rank 0 reports any rank's failure, so the parent never waits forever
         results.put(exc)
         raise
@@ -72,9 +90,8 @@ def _rank(
         results.put(result)
 
 
-def _measure(
-    rank: Rank, arch: str, batches: list[int], ks: list[int], contexts: list[int], repeats: int
-) -> dict[str, Any]:
+def _measure(rank: Rank, arch: str, grid: Grid, options: Options) -> dict[str, Any]:
+    batches, ks, contexts = grid
     device = torch.device(rank.device("cuda"))
     join(rank, str(device))
     ceilings = measure_ceilings(device)
@@ -83,6 +100,8 @@ def _measure(
     engine = StaticEngine(model, max(batches), span, kv_budget=1 << 40)
     engine.model.reduce = all_reduce  # the model is this rank's shard: its blocks end in partial sums
     shard_head(engine.model, collectives(rank))  # built whole: random_model shards the layers only
+    if options.peer_sums and not connect(engine.model):
+        raise SystemExit("these GPUs cannot read each other's memory: run with --nccl")
     hidden = model.config.hidden_size
     cells = []
     with torch.inference_mode():
@@ -92,18 +111,30 @@ def _measure(
                 engine.forward(s, [7] * context, 1)
             for batch in batches:
                 for k in ks:
-                    ms = time_static(engine, sessions[:batch], context, k + 1, repeats)
+                    ms = time_static(engine, sessions[:batch], context, k + 1, options.repeats)
                     floor, bound = floor_ms(model, ceilings, batch, k + 1, context, head_ranks=rank.world)
                     shapes = (batch * (k + 1), hidden, engine.model.lm_head.shape[0])
-                    collectives_ms = _collectives_ms(shapes, 2 * model.config.num_hidden_layers, device)
+                    collectives_ms = _collectives_ms(shapes, 2 * model.config.num_hidden_layers, engine.model)
                     cells.append(Cell(batch, k, context, ms, None, floor + collectives_ms, bound))
                     if rank.rank == 0:
                         _print(rank.world, cells[-1], collectives_ms)
+                    if options.profile:
+                        _profile(static_step(engine, sessions[:batch], context, k + 1), rank, cells[-1])
             for s in sessions:
                 engine.release(s)
     dist.barrier()
     return {"arch": arch, "tensor_parallel_size": rank.world, "device": torch.cuda.get_device_name(device),
+            "collectives": "peer memory" if options.peer_sums else "nccl",
             "ceilings": asdict(ceilings), "cells": [asdict(c) | {"ratio": c.ratio} for c in cells]}  # fmt: skip
+
+
+def _profile(step: Callable[[], None], rank: Rank, cell: Cell) -> None:
+    """Rank 0 prints where the step's GPU time goes; the others step alike, so that their sums meet."""
+    if rank.rank == 0:
+        print_profile(step, f"TP={rank.world} batch {cell.batch} k {cell.k} context {cell.context}")
+        return
+    for _ in range(PROFILED_STEPS + 1):  # print_profile's warm-up step and the steps it records
+        step()
 
 
 def _print(world: int, cell: Cell, collectives_ms: float) -> None:
@@ -112,18 +143,23 @@ def _print(world: int, cell: Cell, collectives_ms: float) -> None:
     print(f"{shape}  {cell.ms:7.2f} ms  {floor}  x{cell.ratio:5.2f}", flush=True)
 
 
-def _collectives_ms(shapes: tuple[int, int, int], count: int, device: torch.device) -> float:
-    """The step's collectives alone: `count` all-reduces of [rows, hidden] bf16 one after another,
-    then the all-gather of the head's [rows, vocabulary slice], replayed from a CUDA graph as the
-    step replays them (no launch cost from Python)."""
+def _collectives_ms(shapes: tuple[int, int, int], count: int, model: CompactModel) -> float:
+    """The step's collectives alone: `count` sums of [rows, hidden] one after another (through peer
+    memory, each with its add and norm; or NCCL all-reduces), then the all-gather of the head's
+    [rows, vocabulary slice], replayed from a CUDA graph as the step replays them (no launch cost
+    from Python)."""
     rows, hidden, vocab_part = shapes
-    x = torch.randn(rows, hidden, dtype=torch.bfloat16, device=device)
-    logits = torch.randn(rows, vocab_part, dtype=torch.bfloat16, device=device)
+    x = torch.randn(rows, hidden, dtype=model.embed.dtype, device=model.embed.device)
+    logits = torch.randn(rows, vocab_part, dtype=x.dtype, device=x.device)
+    peers = model.peer_sum
 
     def collectives() -> None:
-        for _ in range(count):
-            dist.all_reduce(x)
-        all_gather_last(logits)
+        for index in range(count):
+            if peers is not None and peers.sums(x):
+                peers.add_rms_norm(index % 2, x, model.final_norm, model.shape.eps)
+            else:
+                dist.all_reduce(x)
+        all_gather_last(logits).float()
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-STEPS = 10
+PROFILED_STEPS = 10
 SHOWN = 15
 
 
@@ -17,7 +17,7 @@ def print_profile(step: Callable[[], None], label: str) -> None:
     step()  # captured and warm before recording
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as recording:
-        for _ in range(STEPS):
+        for _ in range(PROFILED_STEPS):
             step()
         torch.cuda.synchronize()
     kernels: dict[str, tuple[float, int]] = {}
@@ -25,8 +25,8 @@ def print_profile(step: Callable[[], None], label: str) -> None:
         if event.device_type == torch.autograd.DeviceType.CUDA:
             total, count = kernels.get(event.name, (0.0, 0))
             kernels[event.name] = (total + event.device_time, count + 1)
-    per_step_ms = sum(total for total, _ in kernels.values()) / STEPS / 1000
-    launches = sum(count for _, count in kernels.values()) // STEPS
+    per_step_ms = sum(total for total, _ in kernels.values()) / PROFILED_STEPS / 1000
+    launches = sum(count for _, count in kernels.values()) // PROFILED_STEPS
     print(f"profile of {label}: {per_step_ms:.2f} ms of kernels per step, {launches} kernels")
     for name, (total, count) in sorted(kernels.items(), key=lambda item: -item[1][0])[:SHOWN]:
-        print(f"  {total / STEPS / 1000:7.3f} ms  {count // STEPS:4d}x  {name[:90]}")
+        print(f"  {total / PROFILED_STEPS / 1000:7.3f} ms  {count // PROFILED_STEPS:4d}x  {name[:90]}")

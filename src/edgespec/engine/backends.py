@@ -73,13 +73,13 @@ def open_parallel(config: ModelConfig, world: int, max_sessions: int) -> tuple[E
     """The target split over `world` ranks: the others start as processes of their own, this one
     is rank 0 (engine/tensor_parallel.py)."""
     from edgespec.engine.loading import load_tokenizer
-    from edgespec.engine.tensor_parallel import MirroredEngine, Rank, join, sharded_engine, start_followers
+    from edgespec.engine.tensor_parallel import MirroredEngine, Rank, join_with, sharded_engine, start_followers
     from edgespec.processes import free_port
 
     rank = Rank(0, world, free_port())
     followers = start_followers(config, world, rank.port, max_sessions)
     local = sharded_engine(config, rank, max_sessions)
-    engine = MirroredEngine(local, join(rank, rank.device(config.device)), followers)
+    engine = MirroredEngine(local, join_with(local, rank), followers)
     return engine, load_tokenizer(resolve_model_path(config.name))
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from edgespec.engine.static_kv import StaticKV
+
+if TYPE_CHECKING:
+    from edgespec.engine.peer_sum import PeerSum
 
 SUPPORTED = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 
@@ -65,6 +68,9 @@ class CompactModel:
         self.reduce: Callable[[torch.Tensor], torch.Tensor] = _whole
         # Joins the ranks' slices of the vocabulary into whole logits (a rank's head is its slice)
         self.gather_vocab: Callable[[torch.Tensor], torch.Tensor] = _whole
+        # On GPU ranks that reach each other's memory, the fused step's sums go through it instead
+        # of `reduce`, fused with the add and norm after them (engine/peer_sum.py)
+        self.peer_sum: PeerSum | None = None
 
     def forward(
         self, kv: StaticKV, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, span: int, n_logits: int

@@ -11,6 +11,8 @@ from edgespec.engine import kernels
 from edgespec.engine.compact_model import CompactModel
 from edgespec.engine.static_kv import StaticKV
 
+ATTENTION, MLP = 0, 1  # the blocks of a layer, each ending in a sum over the tensor-parallel ranks
+
 
 def fused_forward(
     model: CompactModel,
@@ -32,12 +34,23 @@ def fused_forward(
         cache = (kv.keys[index], kv.values[index])
         query = kernels.rotate_and_store(qkv, norms, rotation, cache, where, shape.heads, shape.eps)
         attended = kernels.cached_attention(query, cache, where, span)
-        delta = model.reduce(_linear(attended.flatten(2), layer.out))
-        x, h = kernels.add_rms_norm(x, delta, layer.post_norm, shape.eps)
-        delta = model.reduce(_linear(kernels.silu_mul(_linear(h, layer.gate_up)), layer.down))
+        x, h = _close_block(model, ATTENTION, x, (attended.flatten(2), layer.out), layer.post_norm)
         following = layers[index + 1].input_norm if index + 1 < len(layers) else model.final_norm
-        x, h = kernels.add_rms_norm(x, delta, following, shape.eps)
+        x, h = _close_block(model, MLP, x, (kernels.silu_mul(_linear(h, layer.gate_up)), layer.down), following)
     return model.gather_vocab(_linear(h[:, -n_logits:].contiguous(), model.lm_head)).float()
+
+
+def _close_block(
+    model: CompactModel, block: int, x: torch.Tensor, projection: tuple[torch.Tensor, torch.Tensor], norm: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block's output projection (its inputs, its weight), summed over the tensor-parallel ranks,
+    added to the residual stream x: (new x, new x normalised by `norm` for what follows)."""
+    inputs, weight = projection
+    peers, eps = model.peer_sum, model.shape.eps
+    if peers is not None and peers.sums(inputs):
+        _linear(inputs, weight, out=peers.partial(block, x.shape))
+        return peers.add_rms_norm(block, x, norm, eps)
+    return kernels.add_rms_norm(x, model.reduce(_linear(inputs, weight)), norm, eps)
 
 
 def prepare(model: CompactModel) -> None:
@@ -49,11 +62,16 @@ def prepare(model: CompactModel) -> None:
     _linear(model.lm_head.new_zeros(1, model.lm_head.shape[1]), model.lm_head)
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """A few rows through the skinny kernel, more through the general matrix product."""
+def _linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A few rows through the skinny kernel, more through the general matrix product; into `out`
+    when given (bias-free products only)."""
     rows, inner = x.numel() // x.shape[-1], x.shape[-1]
     if rows <= kernels.SKINNY_ROWS and inner % kernels.SKINNY_K == 0:
-        return kernels.skinny_linear(x, weight, bias)
+        return kernels.skinny_linear(x, weight, bias, out)
+    if out is not None:
+        return torch.matmul(x, weight.t(), out=out)
     return F.linear(x, weight, bias)
 
 

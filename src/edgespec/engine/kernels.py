@@ -116,16 +116,19 @@ def cached_attention(
     return out
 
 
-def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def skinny_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """x [..., K] @ weight[N, K]ᵀ for a few rows of x (at most SKINNY_ROWS; K a multiple of
     SKINNY_K): each program streams a strip of the weight once. On a GPU the strip width and
     pipelining depth are tuned once per weight shape, with the cache flushed between trials; for
-    the verify step's 1–16 rows this reads the weights faster than cuBLAS did (docs/gpu-verifier.md)."""
+    the verify step's 1–16 rows this reads the weights faster than cuBLAS did (docs/gpu-verifier.md).
+    Into `out` when given (contiguous, of x's shape but N last)."""
     x = x.contiguous()  # rows are read at a stride of K
     k = x.shape[-1]
     rows = x.numel() // k
     n = weight.shape[0]
-    out = x.new_empty(*x.shape[:-1], n)
+    out = x.new_empty(*x.shape[:-1], n) if out is None else out
     arguments = (x, weight, bias if bias is not None else weight, out, rows, n, k)
     flags = {"HAS_BIAS": bias is not None, "BLOCK_M": max(16, triton.next_power_of_2(rows))}
     if _tuned_skinny_linear is not None and x.is_cuda:
@@ -160,12 +163,18 @@ def _add_rms_norm(x_ptr, delta_ptr, weight_ptr, total_ptr, normed_ptr, width, ep
     if HAS_DELTA:
         x = x + tl.load(delta_ptr + row + cols, mask=inside, other=0.0)  # rounded, as torch adds
         tl.store(total_ptr + row + cols, x, mask=inside)
+    store_rms_norm(x, weight_ptr, normed_ptr + row + cols, cols, inside, width, eps)
+
+
+@triton.jit
+def store_rms_norm(x, weight_ptr, out_at, cols, inside, width, eps):
+    """RMSNorm of the row x (its `cols`; those not `inside` are zero) into the addresses out_at."""
     wide = x.to(tl.float32)
     scale = tl.rsqrt(tl.sum(wide * wide, axis=0) / width + eps)
     weight = tl.load(weight_ptr + cols, mask=inside, other=0.0).to(tl.float32)
     # transformers rounds the normalised row to the dtype before scaling it by the weight
     normed = (wide * scale).to(x.dtype).to(tl.float32) * weight
-    tl.store(normed_ptr + row + cols, normed, mask=inside)
+    tl.store(out_at, normed, mask=inside)
 
 
 @triton.jit

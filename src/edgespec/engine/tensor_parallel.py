@@ -91,6 +91,17 @@ def sharded_engine(model_config: ModelConfig, rank: Rank, max_sessions: int) -> 
     return StaticEngine(model, max_sessions, parallel=collectives(rank))
 
 
+def join_with(engine: StaticEngine, rank: Rank) -> dist.ProcessGroup:
+    """Form the group around this rank's loaded shard (see join); on GPUs that reach each other's
+    memory, its fused step's collectives then go through that memory, not NCCL (engine/peer_sum.py)."""
+    control = join(rank, str(engine.device))
+    if engine.device.type == "cuda":
+        from edgespec.engine.peer_sum import connect  # Triton: GPU installs only
+
+        connect(engine.model)
+    return control
+
+
 class MirroredEngine:
     """Rank 0's engine: the local shard, with every call repeated on the other ranks."""
 
@@ -196,7 +207,7 @@ def main() -> None:
     rank = Rank(args.rank, args.world, args.port)
     config = ModelConfig(args.model, device=args.device, dtype=args.dtype, threads=args.threads, engine="static")
     engine = sharded_engine(config, rank, args.max_sessions)
-    follow(engine, join(rank, rank.device(args.device)))
+    follow(engine, join_with(engine, rank))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""The peer-memory sum between two real GPUs (skipped with fewer; run on the lent 2-GPU machine):
+each rank gets NCCL's all-reduce followed by the add-and-norm kernel, the same bits on both ranks,
+at verify sizes and replayed from a CUDA graph; and a tensor-parallel static engine summing that way
+gives the logits of one summing through NCCL."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from edgespec.bench.verifier_parallel import NO_MULTICAST
+from edgespec.engine.base import Work
+from edgespec.engine.kernels import add_rms_norm
+from edgespec.engine.peer_sum import MAX_ROWS, PeerSum, connect
+from edgespec.engine.static_engine import StaticEngine
+from edgespec.engine.tensor_parallel import Rank, collectives, join
+from edgespec.processes import free_port
+from tests.gpu.test_static_engine_gpu import SMALL
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs"),
+]
+
+WORLD, WIDTH, EPS = 2, 4096, 1e-6
+
+
+def test_peer_sums_are_nccl_sums_on_every_rank() -> None:
+    _on_two_ranks(_compare_sums)
+
+
+def test_a_tensor_parallel_engine_summing_through_peer_memory_gives_the_nccl_logits() -> None:
+    _on_two_ranks(_compare_engines)
+
+
+def _on_two_ranks(check: object) -> None:
+    os.environ.update(NO_MULTICAST)
+    torch.multiprocessing.spawn(_rank, args=(free_port(), check), nprocs=WORLD, join=True)
+
+
+def _rank(rank: int, port: int, check: object) -> None:
+    join(Rank(rank, WORLD, port), f"cuda:{rank}")
+    try:
+        check(rank)  # type: ignore[operator]
+    finally:
+        dist.destroy_process_group()
+
+
+def _compare_sums(rank: int) -> None:
+    device = torch.device(f"cuda:{rank}")
+    peers = PeerSum(WIDTH, torch.bfloat16, device)
+    torch.manual_seed(0)  # drawn on the CPU: every rank draws the same numbers
+    weight = (torch.rand(WIDTH) + 0.5).to(device, torch.bfloat16)
+    for rows in (1, 5, 40, MAX_ROWS):
+        x = torch.randn(rows, WIDTH).to(device, torch.bfloat16)  # the residual stream, the same on every rank
+        partial = torch.randn(WORLD, rows, WIDTH)[rank].to(device, torch.bfloat16)  # each rank's own
+        for block in (0, 1):
+            peers.partial(block, x.shape).copy_(partial)
+            ours = peers.add_rms_norm(block, x, weight, EPS)
+            reduced = partial.clone()
+            dist.all_reduce(reduced)
+            for mine, nccl in zip(ours, add_rms_norm(x, reduced, weight, EPS), strict=True):
+                torch.testing.assert_close(mine, nccl)
+                _assert_same_on_every_rank(mine)
+    _replayed_from_a_graph(peers, weight, device)
+
+
+def _replayed_from_a_graph(peers: PeerSum, weight: torch.Tensor, device: torch.device) -> None:
+    partial = torch.empty(5, WIDTH, dtype=torch.bfloat16, device=device)
+    x = torch.randn(5, WIDTH).to(device, torch.bfloat16)  # the same on every rank (seeded above)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        peers.partial(0, x.shape).copy_(partial)
+        total, _ = peers.add_rms_norm(0, x, weight, EPS)
+    for step in range(3):  # new partials each replay, as a step's new tokens
+        partial.copy_(torch.full_like(partial, float(step + dist.get_rank())))
+        graph.replay()
+        torch.testing.assert_close(total, x + float(2 * step + 1))
+
+
+def _assert_same_on_every_rank(tensor: torch.Tensor) -> None:
+    gathered = [torch.empty_like(tensor) for _ in range(WORLD)]
+    dist.all_gather(gathered, tensor)
+    assert all(torch.equal(gathered[0], other) for other in gathered[1:])
+
+
+@torch.inference_mode()
+def _compare_engines(rank: int) -> None:
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(**SMALL)).eval().to(f"cuda:{rank}", torch.bfloat16)
+    parallel = collectives(Rank(rank, WORLD, 0))
+    through_peers = StaticEngine(model, max_sessions=2, max_context=256, parallel=parallel)
+    through_nccl = StaticEngine(model, max_sessions=2, max_context=256, parallel=parallel)
+    assert connect(through_peers.model)
+    prompts = [torch.randint(0, 512, (n,)).tolist() for n in (40, 90)]
+    rounds = [[7, 8, 9, 10, 11], [12, 13, 14, 15, 16]]
+    logits = []
+    for engine in (through_peers, through_nccl):
+        sessions = [engine.new_session() for _ in prompts]
+        for session, prompt in zip(sessions, prompts, strict=True):
+            engine.forward(session, prompt, 1)
+        for _ in range(3):  # the first round captures the graph, the later ones replay it
+            got = engine.forward_many([Work(s, r, len(r)) for s, r in zip(sessions, rounds, strict=True)])
+        logits.append(torch.stack(got))
+    torch.testing.assert_close(logits[0], logits[1], atol=2e-2, rtol=2e-2)
