@@ -124,7 +124,7 @@ def _measure(rank: Rank, arch: str, grid: Grid, options: Options) -> dict[str, A
                 engine.release(s)
     dist.barrier()
     return {"arch": arch, "tensor_parallel_size": rank.world, "device": torch.cuda.get_device_name(device),
-            "collectives": "peer memory" if options.peer_sums else "nccl",
+            "sums": "peer memory" if options.peer_sums else "nccl",
             "ceilings": asdict(ceilings), "cells": [asdict(c) | {"ratio": c.ratio} for c in cells]}  # fmt: skip
 
 
