@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import torch
 
 from edgespec.config import Mode, ModelConfig
@@ -54,3 +55,19 @@ def test_a_cloud_split_over_two_ranks_gives_the_targets_greedy_output(tiny_pair:
         assert outputs[(Mode.SPEC, 3, True, prompt_text)] == expected
         assert outputs[(Mode.CLOUD, 0, False, prompt_text)] == expected
     assert len(expected) == MAX_TOKENS
+
+
+def test_a_rank_that_has_died_fails_the_next_call_clearly(tiny_pair: TinyPair) -> None:
+    config = ModelConfig(str(tiny_pair.target), device="cpu", threads=1, engine="static")
+    engine, _ = open_parallel(config, world=2, max_sessions=4)
+    assert isinstance(engine, MirroredEngine)
+    try:
+        session = engine.new_session()
+        engine.forward(session, PROMPT, 1)
+        follower = engine._followers[0]
+        follower.kill()
+        follower.wait()
+        with pytest.raises(RuntimeError, match="tensor-parallel rank 1 has exited"):
+            engine.forward(session, [11, 12], 2)
+    finally:
+        engine.close()

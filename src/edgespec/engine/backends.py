@@ -79,7 +79,8 @@ def open_parallel(config: ModelConfig, world: int, max_sessions: int) -> tuple[E
     rank = Rank(0, world, free_port())
     followers = start_followers(config, world, rank.port, max_sessions)
     local = sharded_engine(config, rank, max_sessions)
-    engine = MirroredEngine(local, join_with(local, rank), followers)
+    join_with(local, rank)
+    engine = MirroredEngine(local, followers)
     return engine, load_tokenizer(resolve_model_path(config.name))
 
 
