@@ -6,6 +6,10 @@ through the protocol."""
 from __future__ import annotations
 
 import asyncio
+import os
+import queue
+import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +18,8 @@ from edgespec.config import Mode, ModelConfig
 from edgespec.engine.backends import open_parallel
 from edgespec.engine.loading import load_model
 from edgespec.engine.static_engine import StaticEngine
-from edgespec.engine.tensor_parallel import MirroredEngine
-from edgespec.processes import cloud_process
+from edgespec.engine.tensor_parallel import RANK_LOST_EXIT, MirroredEngine
+from edgespec.processes import CLOUD_READY, cloud_process, started_process
 from tests.conftest import TinyPair
 from tests.integration.test_greedy_equality import MAX_TOKENS, PROMPTS, generate_all, target_greedy
 
@@ -57,17 +61,31 @@ def test_a_cloud_split_over_two_ranks_gives_the_targets_greedy_output(tiny_pair:
     assert len(expected) == MAX_TOKENS
 
 
-def test_a_rank_that_has_died_fails_the_next_call_clearly(tiny_pair: TinyPair) -> None:
+def test_a_rank_that_dies_is_noticed_and_fails_the_next_call_clearly(tiny_pair: TinyPair) -> None:
     config = ModelConfig(str(tiny_pair.target), device="cpu", threads=1, engine="static")
-    engine, _ = open_parallel(config, world=2, max_sessions=4)
+    lost: queue.Queue[tuple[int, int]] = queue.Queue()
+    engine, _ = open_parallel(config, world=2, max_sessions=4, on_rank_lost=lambda *rank: lost.put(rank))
     assert isinstance(engine, MirroredEngine)
     try:
         session = engine.new_session()
         engine.forward(session, PROMPT, 1)
         follower = engine._followers[0]
         follower.kill()
-        follower.wait()
+        assert lost.get(timeout=10) == (1, -signal.SIGKILL)
         with pytest.raises(RuntimeError, match="tensor-parallel rank 1 has exited"):
             engine.forward(session, [11, 12], 2)
     finally:
         engine.close()
+
+
+def test_a_cloud_whose_rank_dies_exits_saying_so(tiny_pair: TinyPair, tmp_path: Path) -> None:
+    """A step the rank was in could never end (on GPUs its twins wait for it in their kernels), and
+    no later one can run: the cloud exits, and its edges fail over or apply their loss policy."""
+    log = tmp_path / "cloud.log"
+    args = ["cloud", "--model", str(tiny_pair.target), "--port", "0", "--engine", "static"]
+    with started_process([*args, "--tensor-parallel-size", "2", "--threads", "1"], CLOUD_READY, log) as cloud:
+        children = Path(f"/proc/{cloud.process.pid}/task/{cloud.process.pid}/children").read_text().split()
+        assert len(children) == 1, "the cloud started its one other rank"
+        os.kill(int(children[0]), signal.SIGKILL)
+        assert cloud.process.wait(timeout=30) == RANK_LOST_EXIT
+    assert "tensor-parallel rank 1 has exited" in log.read_text()

@@ -18,6 +18,7 @@ from edgespec.engine.registry import ALIASES
 
 if TYPE_CHECKING:  # the heavy modules (torch, transformers) load only when a model does
     from edgespec.engine.base import Engine
+    from edgespec.engine.tensor_parallel import RankLost
     from edgespec.engine.tokenizer import TokenizerInfo
 
 ROUNDS_CAPTURED_AHEAD = (1, 5)  # new tokens of a decode step and of a block of the edges' default k = 4
@@ -69,18 +70,28 @@ def open_model(config: ModelConfig, max_sessions: int = 64, kv_tokens: int = 163
     return engine, load_tokenizer(gguf)
 
 
-def open_parallel(config: ModelConfig, world: int, max_sessions: int) -> tuple[Engine, TokenizerInfo]:
+def open_parallel(
+    config: ModelConfig, world: int, max_sessions: int, on_rank_lost: RankLost | None = None
+) -> tuple[Engine, TokenizerInfo]:
     """The target split over `world` ranks: the others start as processes of their own, this one
-    is rank 0 (engine/tensor_parallel.py)."""
+    is rank 0 (engine/tensor_parallel.py). If one of them dies, `on_rank_lost` is called; by
+    default this process exits."""
     from edgespec.engine.loading import load_tokenizer
-    from edgespec.engine.tensor_parallel import MirroredEngine, Rank, join_with, sharded_engine, start_followers
+    from edgespec.engine.tensor_parallel import (
+        MirroredEngine,
+        Rank,
+        exit_on_rank_lost,
+        join_with,
+        sharded_engine,
+        start_followers,
+    )
     from edgespec.processes import free_port
 
     rank = Rank(0, world, free_port())
     followers = start_followers(config, world, rank.port, max_sessions)
     local = sharded_engine(config, rank, max_sessions)
     join_with(local, rank)
-    engine = MirroredEngine(local, followers)
+    engine = MirroredEngine(local, followers, on_rank_lost or exit_on_rank_lost)
     return engine, load_tokenizer(resolve_model_path(config.name))
 
 

@@ -18,10 +18,14 @@ import argparse
 import contextlib
 import ctypes
 import itertools
+import logging
+import os
 import pickle
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, BinaryIO
@@ -35,8 +39,11 @@ from edgespec.engine.sharding import Parallel
 from edgespec.engine.static_engine import StaticEngine
 
 STARTUP_TIMEOUT = timedelta(minutes=10)  # ranks load their model before meeting
+log = logging.getLogger("edgespec.cloud")
 PR_SET_PDEATHSIG = 1  # prctl: a follower dies with the cloud that started it
 FOLLOWER_EXIT_S = 30
+FOLLOWER_POLL_S = 0.5  # how often the cloud looks whether the other ranks still live
+RANK_LOST_EXIT = 3  # the cloud's exit status when another rank has died under it
 FRAME_HEADER = 4  # bytes of a call's length, before its pickle
 
 
@@ -103,10 +110,24 @@ def join_with(engine: StaticEngine, rank: Rank) -> None:
         connect(engine.model)
 
 
+RankLost = Callable[[int, int], None]  # (rank, its exit status)
+
+
+def exit_on_rank_lost(rank: int, status: int) -> None:
+    """The cloud's answer to a rank's death: without it no step can run, and a step it was in never
+    ends (its twins wait for it in their kernels), so exit with a clear word for the supervisor and
+    the edges (they fail over to another cloud, or apply their link-loss policy)."""
+    log.error("tensor-parallel rank %d has exited (status %d); the target cannot run without it: exiting", rank, status)
+    logging.shutdown()
+    os._exit(RANK_LOST_EXIT)
+
+
 class MirroredEngine:
     """Rank 0's engine: the local shard, with every call repeated on the other ranks."""
 
-    def __init__(self, local: StaticEngine, followers: list[subprocess.Popen[bytes]]) -> None:
+    def __init__(
+        self, local: StaticEngine, followers: list[subprocess.Popen[bytes]], on_rank_lost: RankLost = exit_on_rank_lost
+    ) -> None:
         self.local = local
         self._followers = followers
         self.numerics = f"{local.numerics}; tensor parallel over {dist.get_world_size()} ranks"
@@ -117,6 +138,8 @@ class MirroredEngine:
         self.device = local.device
         self._ids = itertools.count()
         self._sids: dict[int, int] = {}  # id(session) → the number the other ranks know it by
+        self._closing = threading.Event()
+        threading.Thread(target=self._watch, args=(on_rank_lost,), name="rank watch", daemon=True).start()
 
     def new_session(self) -> KVSession:
         session = self.local.new_session()
@@ -139,6 +162,7 @@ class MirroredEngine:
         self.local.release(session)
 
     def close(self) -> None:
+        self._closing.set()
         with contextlib.suppress(RuntimeError):  # a rank that has exited already needs no telling
             self._tell("close")
         self.local.close()
@@ -162,6 +186,14 @@ class MirroredEngine:
                 follower.stdin.flush()
             except OSError as exc:  # its end of the pipe is closed: it has exited
                 raise RuntimeError(f"tensor-parallel rank {rank} has exited (code {follower.poll()})") from exc
+
+    def _watch(self, on_rank_lost: RankLost) -> None:
+        while not self._closing.wait(FOLLOWER_POLL_S):
+            for rank, follower in enumerate(self._followers, start=1):
+                status = follower.poll()
+                if status is not None and not self._closing.is_set():
+                    on_rank_lost(rank, status)
+                    return
 
 
 def _frame(command: tuple[Any, ...]) -> bytes:
