@@ -38,8 +38,9 @@ from edgespec.engine.base import KVSession, Work
 from edgespec.engine.sharding import Parallel
 from edgespec.engine.static_engine import StaticEngine
 
-STARTUP_TIMEOUT = timedelta(minutes=10)  # ranks load their model before meeting
 log = logging.getLogger("edgespec.cloud")
+
+STARTUP_TIMEOUT = timedelta(minutes=10)  # ranks load their model before meeting
 PR_SET_PDEATHSIG = 1  # prctl: a follower dies with the cloud that started it
 FOLLOWER_EXIT_S = 30
 FOLLOWER_POLL_S = 0.5  # how often the cloud looks whether the other ranks still live
@@ -185,7 +186,7 @@ class MirroredEngine:
                 follower.stdin.write(frame)
                 follower.stdin.flush()
             except OSError as exc:  # its end of the pipe is closed: it has exited
-                raise RuntimeError(f"tensor-parallel rank {rank} has exited (code {follower.poll()})") from exc
+                raise RuntimeError(f"tensor-parallel rank {rank} has exited (status {follower.poll()})") from exc
 
     def _watch(self, on_rank_lost: RankLost) -> None:
         while not self._closing.wait(FOLLOWER_POLL_S):
