@@ -110,8 +110,8 @@ def _rows(shape: torch.Size) -> int:
 
 
 def connect(model: CompactModel) -> bool:
-    """Run the fused step's collectives of this rank's shard through peer memory, where every GPU
-    of the group reaches every other's; whether it does (otherwise NCCL keeps doing them)."""
+    """Sum the fused step's blocks of this rank's shard through peer memory, where every GPU of the
+    group reaches every other's; whether it does (otherwise NCCL keeps summing them)."""
     world = dist.get_world_size()
     if not model.embed.is_cuda or world < 2 or not PeerSum.available(world):
         return False
@@ -154,17 +154,17 @@ def _sum_add_rms_norm(partial_addresses, pad_addresses, meetings_ptr, x_ptr, wei
     here = row.to(tl.int64) * width + cols
     at = offset + here
     buffers = partial_addresses.to(tl.pointer_type(tl.uint64))
+    of_dtype = tl.pointer_type(x_ptr.dtype.element_ty)
     # what is in this GPU's memory is read while the other ranks' arrivals travel
     x = tl.load(x_ptr + here, mask=inside, other=0.0)
-    own = tl.load(tl.load(buffers + RANK).to(tl.pointer_type(x_ptr.dtype.element_ty)) + at, mask=inside, other=0.0)
+    own = tl.load(tl.load(buffers + RANK).to(of_dtype) + at, mask=inside, other=0.0)
     _await(pad_addresses, meeting, row, RANK, WORLD)
     summed = tl.zeros([BLOCK], tl.float32)
     for rank in tl.static_range(WORLD):  # in rank order on every rank: all get the same bits
         if rank == RANK:
             summed += own.to(tl.float32)
         else:
-            partials = tl.load(buffers + rank).to(tl.pointer_type(x_ptr.dtype.element_ty))
-            summed += tl.load(partials + at, mask=inside, other=0.0).to(tl.float32)
+            summed += tl.load(tl.load(buffers + rank).to(of_dtype) + at, mask=inside, other=0.0).to(tl.float32)
     # the sum rounded to the dtype, then added and rounded, as NCCL and then torch would round them
     x = (x.to(tl.float32) + summed.to(x.dtype).to(tl.float32)).to(x.dtype)
     tl.store(total_ptr + here, x, mask=inside)
