@@ -88,3 +88,23 @@ def test_graphs_captured_ahead_serve_every_batch_size_without_a_capture() -> Non
         engine.forward(session, list(range(1, 21)), 1)  # a prompt longer than graphs serve: run eagerly
     engine.forward_many([Work(s, [4] * 5, 5) for s in sessions])  # 5 sessions: the graph for 8
     assert len(engine.graphs or []) == 8
+
+
+@pytest.mark.skipif(torch.cuda.get_device_capability()[0] < 9 if torch.cuda.is_available() else True,
+                    reason="early launch needs Hopper or newer")  # fmt: skip
+@torch.inference_mode()
+def test_kernels_launched_early_compute_the_same_bits_as_launched_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Launched early, a kernel waits in itself for the one before: no read of a half-written input."""
+    from edgespec.engine import kernels
+
+    torch.manual_seed(2)
+    model = Qwen3ForCausalLM(Qwen3Config(**SMALL)).eval().cuda().to(torch.bfloat16)
+    prompt, rounds = torch.randint(0, 512, (200,)).tolist(), [[i, i + 1, i + 2, i + 3, i + 4] for i in range(0, 60, 5)]
+    logits = {}
+    for early in (True, False):
+        monkeypatch.setattr(kernels, "LAUNCH_EARLY", early)
+        engine = StaticEngine(model, max_sessions=2, max_context=512)
+        session = engine.new_session()
+        engine.forward(session, prompt, 1)
+        logits[early] = torch.stack([engine.forward(session, tokens, 5) for tokens in rounds])
+    assert torch.equal(logits[True], logits[False])

@@ -37,7 +37,7 @@ class TwoRanks:
         total, normed = torch.empty_like(self.x), torch.empty_like(self.x)
         _sum_add_rms_norm[(ROWS,)](
             _addresses(self.partials), _addresses(self.pads), self.meetings[rank], self.x, self.weight, total,
-            normed, BLOCK * ROWS * WIDTH, WIDTH, EPS, RANK=rank, WORLD=WORLD, BLOCK=64,
+            normed, BLOCK * ROWS * WIDTH, WIDTH, EPS, RANK=rank, WORLD=WORLD, BLOCK=64, EARLY=False,
         )  # fmt: skip
         return total, normed
 

@@ -22,6 +22,7 @@ import torch
 import transformers
 
 from edgespec.bench.verifier_profile import print_profile
+from edgespec.engine import kernels
 from edgespec.engine.base import Work
 from edgespec.engine.static_engine import StaticEngine
 from edgespec.sampling.probs import greedy_rows
@@ -249,7 +250,7 @@ def run(
             for s in sessions:
                 engine.release(s)
     return {"arch": arch, "device": torch.cuda.get_device_name(), "ceilings": asdict(ceilings), "check": check,
-            "fused": fused, "graphs": len(engine.graphs or []),
+            "fused": fused, "early_launch": kernels.LAUNCH_EARLY, "graphs": len(engine.graphs or []),
             "cells": [asdict(c) | {"ratio": c.ratio} for c in cells]}  # fmt: skip
 
 
@@ -272,6 +273,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", action="store_true", help="print each cell's costliest GPU kernels")
     parser.add_argument("--out", help="write the cells as JSON here")
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="split the model over this many GPUs")
+    parser.add_argument("--no-early-launch", action="store_true",
+                        help="launch each kernel only once the one before has ended, to compare")  # fmt: skip
     parser.add_argument("--nccl", action="store_true",
                         help="tensor parallel: the sums through NCCL, not peer memory, to compare")  # fmt: skip
 
@@ -283,9 +286,11 @@ def main(args: argparse.Namespace) -> None:
     if args.tensor_parallel_size > 1:
         from edgespec.bench.verifier_parallel import Options, run_parallel
 
-        options = Options(args.repeats, peer_sums=not args.nccl, profile=args.profile)
+        options = Options(args.repeats, peer_sums=not args.nccl, profile=args.profile,
+                          early_launch=not args.no_early_launch)  # fmt: skip
         result = run_parallel(args.arch, args.tensor_parallel_size, (batches, ks, contexts), options)
     else:
+        kernels.LAUNCH_EARLY = not args.no_early_launch
         result = run(args.arch, batches, ks, contexts, not args.no_eager, args.repeats, not args.unfused, args.profile)
     if args.out:
         with open(args.out, "w") as file:

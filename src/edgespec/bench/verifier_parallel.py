@@ -32,6 +32,7 @@ from edgespec.bench.verifier import (
     time_static,
 )
 from edgespec.bench.verifier_profile import PROFILED_STEPS, print_profile
+from edgespec.engine import kernels
 from edgespec.engine.compact_model import CompactModel
 from edgespec.engine.peer_sum import connect
 from edgespec.engine.sharding import check_divisible, shard_head
@@ -50,6 +51,7 @@ class Options:
     repeats: int
     peer_sums: bool = True  # the step's sums through peer memory (engine/peer_sum.py), else NCCL
     profile: bool = False  # print each cell's costliest kernels (rank 0's)
+    early_launch: bool = True  # kernels launched while the one before ends (engine/kernels.py)
 
 
 def run_parallel(arch: str, world: int, grid: Grid, options: Options) -> dict[str, Any]:
@@ -92,6 +94,7 @@ def _rank(rank: Rank, arch: str, grid: Grid, options: Options, results: Any) -> 
 
 def _measure(rank: Rank, arch: str, grid: Grid, options: Options) -> dict[str, Any]:
     batches, ks, contexts = grid
+    kernels.LAUNCH_EARLY = options.early_launch
     device = torch.device(rank.device("cuda"))
     join(rank, str(device))
     ceilings = measure_ceilings(device)
@@ -124,7 +127,7 @@ def _measure(rank: Rank, arch: str, grid: Grid, options: Options) -> dict[str, A
                 engine.release(s)
     dist.barrier()
     return {"arch": arch, "tensor_parallel_size": rank.world, "device": torch.cuda.get_device_name(device),
-            "sums": "peer memory" if options.peer_sums else "nccl",
+            "sums": "peer memory" if options.peer_sums else "nccl", "early_launch": options.early_launch,
             "ceilings": asdict(ceilings), "cells": [asdict(c) | {"ratio": c.ratio} for c in cells]}  # fmt: skip
 
 

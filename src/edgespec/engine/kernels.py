@@ -10,6 +10,12 @@ not the arithmetic, were a third of the step: docs/gpu-verifier.md).
                         in place through the slot index (no gathered copy), split along the keys
                         when there are few sessions so that every multiprocessor has work
 
+On Hopper and newer GPUs each kernel is launched early (programmatic dependent launch): its programs
+start while the kernel before it finishes and wait, in the kernel, for that one's writes before
+reading its inputs; the skinny product meanwhile starts pulling its first weights into L2 (they do
+not depend on the kernel before). That hides the ~1–3 µs each of a step's ~300 kernels otherwise
+spends being launched and filling the GPU (docs/gpu-verifier.md).
+
 Each follows transformers' rounding where it is cheap to (sums in float32, the dtype's rounding
 where transformers rounds), so outputs match the unfused arithmetic to the last bit or two.
 Without a GPU, Triton's interpreter runs them on CPU tensors (TRITON_INTERPRET=1, set before
@@ -21,12 +27,22 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 ATTENTION_BLOCK = 64  # keys per inner step of the attention kernel
 QUERY_BLOCK = 64  # query rows (tokens × heads of a group) per attention program
 PROGRAMS_PER_SM = 1  # attention programs per multiprocessor; more splits cost more than they gained
 SKINNY_ROWS = 16
 SKINNY_K = 256  # the inner dimension skinny_linear takes is a multiple of this, its largest K block
+PREFETCH_LINES = 16  # 128-byte lines of each weight row the skinny kernel asks L2 for before its inputs are ready
+LAUNCH_EARLY = True  # where the GPU can (Hopper and newer); read at every launch: a benchmark may turn it off
+
+
+def launch_flags(device: torch.device) -> dict[str, bool]:
+    """The EARLY constant every kernel here takes, with Triton's launch option that goes with it."""
+    if LAUNCH_EARLY and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
+        return {"EARLY": True, "launch_pdl": True}
+    return {"EARLY": False}
 
 
 def add_rms_norm(
@@ -39,7 +55,7 @@ def add_rms_norm(
     normed = torch.empty_like(x)
     _add_rms_norm[(rows,)](
         x, delta if delta is not None else x, weight, total, normed, width, eps,
-        HAS_DELTA=delta is not None, BLOCK=triton.next_power_of_2(width),
+        HAS_DELTA=delta is not None, BLOCK=triton.next_power_of_2(width), **launch_flags(x.device),
     )  # fmt: skip
     return total, normed
 
@@ -50,7 +66,7 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     rows = gate_up.numel() // (2 * width)
     out = gate_up.new_empty(*gate_up.shape[:-1], width)
     block = 1024
-    _silu_mul[(rows, triton.cdiv(width, block))](gate_up, out, width, BLOCK=block)
+    _silu_mul[(rows, triton.cdiv(width, block))](gate_up, out, width, BLOCK=block, **launch_flags(out.device))
     return out
 
 
@@ -73,7 +89,7 @@ def rotate_and_store(
     _rotate_and_store[(batch * new_tokens, heads + kv_heads)](
         qkv, query, keys, values, q_norm, k_norm, *rotation, *where,
         new_tokens, max_len, heads, kv_heads, eps,
-        HEAD_DIM=head_dim, NORM=norms is not None,
+        HEAD_DIM=head_dim, NORM=norms is not None, **launch_flags(qkv.device),
     )  # fmt: skip
     return query
 
@@ -107,11 +123,13 @@ def cached_attention(
         query, keys, values, *where, out, *partial,
         new_tokens, max_len, heads, kv_heads, all_rows, head_dim**-0.5,
         GROUP=group, HEAD_DIM=head_dim, ROWS=rows, BLOCK_N=ATTENTION_BLOCK, SPLIT=splits > 1,
+        **launch_flags(query.device),
     )  # fmt: skip
     if splits > 1:
         _combine[(batch * kv_heads, new_tokens * group)](
             *partial, out, splits, new_tokens, heads, kv_heads, all_rows,
             GROUP=group, HEAD_DIM=head_dim, SPLITS=_most_splits(kv_heads, query.device),
+            **launch_flags(query.device),
         )  # fmt: skip
     return out
 
@@ -131,6 +149,7 @@ def skinny_linear(
     out = x.new_empty(*x.shape[:-1], n) if out is None else out
     arguments = (x, weight, bias if bias is not None else weight, out, rows, n, k)
     flags = {"HAS_BIAS": bias is not None, "BLOCK_M": max(16, triton.next_power_of_2(rows))}
+    flags |= {"LINE": 128 // weight.element_size(), "PREFETCH": PREFETCH_LINES, **launch_flags(x.device)}
     if _tuned_skinny_linear is not None and x.is_cuda:
         _tuned_skinny_linear[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*arguments, **flags)
     else:  # Triton's interpreter cannot time configurations
@@ -154,8 +173,27 @@ def _splits(programs: int, span: int, device: torch.device) -> int:
 
 
 @triton.jit
+def wait_for_inputs(EARLY: tl.constexpr):
+    """Where launched early: wait for the kernel before to finish (its writes are then visible), and
+    let the next kernel launch. Every early kernel calls this before reading or writing anything the
+    step shares: so a kernel's end implies the ends of all before it."""
+    if EARLY:
+        gdc_wait()
+        gdc_launch_dependents()
+
+
+@triton.jit
+def _prefetch_to_l2(pointers):
+    """Ask L2 for the 128-byte lines at `pointers`, without waiting for them."""
+    tl.inline_asm_elementwise(
+        "prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [pointers], dtype=tl.int32, is_pure=False, pack=1
+    )
+
+
+@triton.jit
 def _add_rms_norm(x_ptr, delta_ptr, weight_ptr, total_ptr, normed_ptr, width, eps,
-                  HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+                  HAS_DELTA: tl.constexpr, BLOCK: tl.constexpr, EARLY: tl.constexpr):  # fmt: skip
+    wait_for_inputs(EARLY)
     row = tl.program_id(0).to(tl.int64) * width
     cols = tl.arange(0, BLOCK)
     inside = cols < width
@@ -178,7 +216,8 @@ def store_rms_norm(x, weight_ptr, out_at, cols, inside, width, eps):
 
 
 @triton.jit
-def _silu_mul(gate_up_ptr, out_ptr, width, BLOCK: tl.constexpr):
+def _silu_mul(gate_up_ptr, out_ptr, width, BLOCK: tl.constexpr, EARLY: tl.constexpr):
+    wait_for_inputs(EARLY)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     inside = cols < width
@@ -203,7 +242,8 @@ def _norm_and_rotate(lo, hi, weight_ptr, cos, sin, eps, HEAD_DIM: tl.constexpr, 
 @triton.jit
 def _rotate_and_store(qkv_ptr, query_ptr, keys_ptr, values_ptr, q_norm_ptr, k_norm_ptr, cos_ptr, sin_ptr,
                       slots_ptr, positions_ptr, new_tokens, max_len, heads, kv_heads, eps,
-                      HEAD_DIM: tl.constexpr, NORM: tl.constexpr):  # fmt: skip
+                      HEAD_DIM: tl.constexpr, NORM: tl.constexpr, EARLY: tl.constexpr):  # fmt: skip
+    wait_for_inputs(EARLY)
     token = tl.program_id(0).to(tl.int64)  # b·q + t
     head = tl.program_id(1)  # query heads first, then key heads (each carrying its value head)
     half = tl.arange(0, HEAD_DIM // 2)
@@ -232,7 +272,8 @@ def _rotate_and_store(qkv_ptr, query_ptr, keys_ptr, values_ptr, q_norm_ptr, k_no
 def _attention(query_ptr, keys_ptr, values_ptr, slots_ptr, positions_ptr, out_ptr, acc_ptr, max_ptr, sum_ptr,
                new_tokens, max_len, heads, kv_heads, all_rows, scale,
                GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
-               SPLIT: tl.constexpr):  # fmt: skip
+               SPLIT: tl.constexpr, EARLY: tl.constexpr):  # fmt: skip
+    wait_for_inputs(EARLY)
     pair = tl.program_id(0).to(tl.int64)  # b·kv_heads + kv
     split = tl.program_id(1)
     session, kv = pair // kv_heads, pair % kv_heads
@@ -280,8 +321,9 @@ def _attention(query_ptr, keys_ptr, values_ptr, slots_ptr, positions_ptr, out_pt
 
 @triton.jit
 def _combine(acc_ptr, max_ptr, sum_ptr, out_ptr, splits, new_tokens, heads, kv_heads, all_rows,
-             GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr):  # fmt: skip
+             GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr, EARLY: tl.constexpr):  # fmt: skip
     """Merge one query row's partial results over its key ranges (log-sum-exp weights)."""
+    wait_for_inputs(EARLY)
     pair = tl.program_id(0).to(tl.int64)
     row = tl.program_id(1)
     session, kv = pair // kv_heads, pair % kv_heads
@@ -300,8 +342,13 @@ def _combine(acc_ptr, max_ptr, sum_ptr, out_ptr, splits, new_tokens, heads, kv_h
 
 @triton.jit(do_not_specialize=["rows"])  # one binary for every batch: no compile when a new size comes
 def _skinny_linear(x_ptr, w_ptr, bias_ptr, out_ptr, rows, n, k, HAS_BIAS: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, LINE: tl.constexpr,
+                   PREFETCH: tl.constexpr, EARLY: tl.constexpr):  # fmt: skip
     columns = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    if EARLY:  # the weights owe nothing to the kernel before: fetch the strip's start while it ends
+        lines = tl.minimum(tl.arange(0, PREFETCH) * LINE, k - 1)
+        _prefetch_to_l2(w_ptr + tl.minimum(columns, n - 1).to(tl.int64)[:, None] * k + lines[None, :])
+    wait_for_inputs(EARLY)
     row = tl.arange(0, BLOCK_M)
     inner = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)

@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 
 from edgespec.engine.compact_model import CompactModel
-from edgespec.engine.kernels import store_rms_norm
+from edgespec.engine.kernels import launch_flags, store_rms_norm, wait_for_inputs
 
 # Rows (batch × new tokens) handled this way; more go through NCCL. Each program waits for its twin
 # on every other GPU, so all of a kernel's programs must be resident at once, whatever order a GPU
@@ -81,7 +81,7 @@ class PeerSum:
         offset = block * self._partials.local.stride(0)
         _sum_add_rms_norm[(_rows(x.shape),)](
             self._partials.addresses, self._pads.addresses, self._meetings, x, weight, total, normed, offset, width,
-            eps, RANK=self.rank, WORLD=self.world, BLOCK=triton.next_power_of_2(width),
+            eps, RANK=self.rank, WORLD=self.world, BLOCK=triton.next_power_of_2(width), **launch_flags(x.device),
         )  # fmt: skip
         return total, normed
 
@@ -135,8 +135,8 @@ def _arrive(pad_addresses, meetings_ptr, row, RANK: tl.constexpr, WORLD: tl.cons
 def _await(pad_addresses, meeting, row, RANK: tl.constexpr, WORLD: tl.constexpr):
     """Wait until every rank's `row` program has arrived at `meeting`. What the ranks' earlier
     kernels wrote is then visible to all: a kernel's writes are done before the next kernel on its
-    stream starts. So plain stores and loads suffice (acquire-release atomics at system scope
-    doubled the cost of a sum)."""
+    stream starts (or, launched early, passes its wait for them). So plain stores and loads suffice
+    (acquire-release atomics at system scope doubled the cost of a sum)."""
     own = tl.load(pad_addresses.to(tl.pointer_type(tl.uint64)) + RANK).to(tl.pointer_type(tl.int64))
     for other in tl.static_range(WORLD):
         while tl.load(own + row * WORLD + other, volatile=True) < meeting:
@@ -146,7 +146,9 @@ def _await(pad_addresses, meeting, row, RANK: tl.constexpr, WORLD: tl.constexpr)
 
 @triton.jit
 def _sum_add_rms_norm(partial_addresses, pad_addresses, meetings_ptr, x_ptr, weight_ptr, total_ptr, normed_ptr,
-                      offset, width, eps, RANK: tl.constexpr, WORLD: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+                      offset, width, eps, RANK: tl.constexpr, WORLD: tl.constexpr, BLOCK: tl.constexpr,
+                      EARLY: tl.constexpr):  # fmt: skip
+    wait_for_inputs(EARLY)  # launched early, the partial is this rank's only once the product has ended
     row = tl.program_id(0)
     meeting = _arrive(pad_addresses, meetings_ptr, row, RANK, WORLD)
     cols = tl.arange(0, BLOCK)
