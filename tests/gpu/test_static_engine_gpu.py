@@ -91,7 +91,7 @@ def test_graphs_captured_ahead_serve_every_batch_size_without_a_capture() -> Non
 
 
 @pytest.mark.skipif(torch.cuda.get_device_capability()[0] < 9 if torch.cuda.is_available() else True,
-                    reason="early launch needs Hopper or newer")  # fmt: skip
+                    reason="needs a Hopper or newer GPU")  # fmt: skip
 @torch.inference_mode()
 def test_kernels_launched_early_compute_the_same_bits_as_launched_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
     """Launched early, a kernel waits in itself for the one before: no read of a half-written input."""

@@ -1,25 +1,33 @@
 """How the cloud's verify batches form (cloud/batcher.py): rounds wait for the other sessions'
 rounds at most a window, no longer than it takes the last of them to arrive, and not at all for
-a session whose rounds usually come back later than the window."""
+a session whose rounds usually come back later than the window; decoding sessions' next steps are
+queued ahead, so the next forward call does not wait for this one's tokens to be sent."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from edgespec.cloud import batcher as batcher_module
 from edgespec.cloud.batcher import VerifyBatcher
 from edgespec.cloud.verifier import RoundResult
+from edgespec.engine.worker import ModelWorker
 from edgespec.protocol.messages import Draft
 
 
 class RecordingVerifier:
     """Stands in for the target: records each forward call's sessions and answers at once."""
 
-    def __init__(self) -> None:
-        self.engine = SimpleNamespace(batch_tokens=1000)
+    def __init__(self, gpu_s: float = 0.0) -> None:
+        self.gpu_s = gpu_s  # how long a call runs once queued (on a worker thread)
+        self.engine = SimpleNamespace(batch_tokens=1000, device=SimpleNamespace(type="cuda"))  # hands over
         self.calls: list[list[str]] = []
+        self.log: list[str] = []  # forward calls, and what the test's sessions did, in order
 
     def new_tokens(self, session: Any, draft: Draft) -> int:
         return len(draft.tokens) + 1
@@ -27,14 +35,22 @@ class RecordingVerifier:
     def verify(self, session: str, draft: Draft) -> RoundResult:
         return self.verify_many([(session, draft)])[0]
 
-    def verify_many(self, rounds: list[tuple[str, Draft]]) -> list[RoundResult]:
+    def verify_many(self, rounds: list[tuple[str, Draft]], queued: threading.Event | None = None) -> list[RoundResult]:
         self.calls.append(sorted(session for session, _ in rounds))
+        self.log.append(f"call {len(self.calls)}")
+        if queued is not None:
+            queued.set()
+        time.sleep(self.gpu_s)
         return [RoundResult(0, 1, 0.0, None) for _ in rounds]
 
 
 class InlineWorker:
-    async def run(self, function: Any, *args: Any) -> Any:
-        return function(*args)
+    """Runs each forward call as it is started: its result is ready before any task resumes."""
+
+    def start(self, function: Any, *args: Any) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(function(*args))
+        return future
 
 
 def batches(open_sessions: int, window_s: float, arriving: list[float]) -> tuple[list[list[str]], float]:
@@ -141,3 +157,70 @@ def test_a_session_that_closes_is_no_longer_waited_for() -> None:
     asyncio.run(scenario())
     assert verifier.calls == [["a", "b"], ["a", "b"], ["a"]]
     assert a_waited[2] < 0.15  # b closed 0.05 s in; its due time (0.3 s) no longer counts
+
+
+STARTS_AFTER_S = 0.003  # a worker thread waiting this long for the GIL before it runs a call
+
+
+class SlowToStart(ModelWorker):
+    """A real worker thread that, like the cloud's while the loop holds the GIL, starts each call
+    late."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__("target")
+        self.delay_s = delay_s
+
+    def start(self, function: Any, *args: Any) -> asyncio.Future[Any]:
+        return super().start(lambda: (time.sleep(self.delay_s), function(*args))[1])
+
+
+def decoding(sessions: int, count: int, leaving: str | None = None, gpu_s: float = 0.0) -> RecordingVerifier:
+    """Sessions s0, s1, ... each decoding `count` tokens in cloud mode, every token "sent" (logged)
+    after its step returns; `leaving` closes after its first token. With `gpu_s`, calls run that
+    long on a real worker thread. The verifier, with its log."""
+    verifier = RecordingVerifier(gpu_s)
+
+    async def scenario() -> None:
+        open_now = sessions
+        worker = SlowToStart(STARTS_AFTER_S) if gpu_s else InlineWorker()
+        batcher = VerifyBatcher(verifier, worker, lambda: open_now, 10.0)  # type: ignore[arg-type]
+
+        async def decode(name: str) -> None:
+            nonlocal open_now
+            decided = 0
+
+            def follows(result: RoundResult) -> bool:
+                nonlocal decided
+                decided += 1
+                return decided < count
+
+            for step in range(1, count + 1):
+                await batcher.verify(name, Draft(tokens=[]), follows)  # type: ignore[arg-type]
+                verifier.log.append(f"sent {name} {step}")
+                if name == leaving:
+                    open_now -= 1
+                    batcher.forget(name)  # type: ignore[arg-type]
+                    return
+
+        await asyncio.gather(*(decode(f"s{i}") for i in range(sessions)))
+
+    asyncio.run(scenario())
+    return verifier
+
+
+def test_decoding_sessions_next_steps_run_before_their_tokens_are_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a worker thread that starts late, as the cloud's does: the loop waits for the next call
+    to be queued on the GPU before it sends the tokens of the last one (given time enough: a
+    loaded test machine may start a thread later than the cloud's few milliseconds)."""
+    monkeypatch.setattr(batcher_module, "HAND_OVER_S", 1.0)
+    verifier = decoding(sessions=3, count=3, gpu_s=0.05)
+    assert verifier.calls == [["s0", "s1", "s2"]] * 3  # no step past the last token
+    for step in (1, 2):
+        assert verifier.log.index(f"call {step + 1}") < verifier.log.index(f"sent s0 {step}"), verifier.log
+
+
+def test_a_session_that_closes_gets_no_step_past_the_one_already_running() -> None:
+    """s1 leaves after its first token; its second step was running by then (decoded ahead), and
+    its result is dropped; no third is queued."""
+    verifier = decoding(sessions=3, count=3, leaving="s1")
+    assert verifier.calls == [["s0", "s1", "s2"], ["s0", "s1", "s2"], ["s0", "s2"]]

@@ -10,7 +10,7 @@ import bisect
 import itertools
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -121,22 +121,29 @@ def _last_between(times: list[float], low: float, high: float) -> float | None:
 
 @dataclass
 class TimedEngine:
-    """The engine, each forward call timed up to its logits being ready. The cloud reads the
-    verdicts from the GPU right after every call, so waiting for them here adds no stall."""
+    """The engine, each forward call timed up to its logits being ready: on a GPU by CUDA events,
+    so the call returns as soon as the GPU has it, as it does untimed (the batcher goes on then)."""
 
     engine: StaticEngine | SimulatedGPU
     calls: list[Call] = field(default_factory=list)
+    _events: list[tuple[int, torch.cuda.Event, torch.cuda.Event]] = field(default_factory=list)  # calls to settle
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.engine, name)
 
     def forward_many(self, works: list[Work]) -> list[torch.Tensor]:
         started = time.monotonic()  # the batcher's clock
-        logits = self.engine.forward_many(works)
-        if self.engine.device.type == "cuda":
-            torch.cuda.synchronize(self.engine.device)
         prefills = sum(map(is_prefill, works))
-        self.calls.append(Call(started, time.monotonic() - started, len(works), prefills))
+        if self.engine.device.type != "cuda":
+            logits = self.engine.forward_many(works)
+            self.calls.append(Call(started, time.monotonic() - started, len(works), prefills))
+            return logits
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        logits = self.engine.forward_many(works)
+        end.record()
+        self._events.append((len(self.calls), begin, end))
+        self.calls.append(Call(started, 0.0, len(works), prefills))  # its time once settled
         return logits
 
     def forward(self, session: object, tokens: list[int], n_logits: int) -> torch.Tensor:
@@ -148,7 +155,15 @@ class TimedEngine:
         return len(self.calls), len(graphs or []), graphs.capture_seconds if graphs else 0.0
 
     def tally(self, since: tuple[int, int, float], seconds: float, clock: BatchClock) -> Tally:
+        self._settle()
         first_call, graphs, capture_s = since
         _, graphs_now, capture_now = self.mark()
         calls = self.calls[first_call:]
         return Tally.of(calls, seconds, (graphs_now - graphs, capture_now - capture_s), clock.gap(calls))
+
+    def _settle(self) -> None:
+        """Each GPU call's time, from its events."""
+        for index, begin, end in self._events:
+            end.synchronize()
+            self.calls[index] = replace(self.calls[index], seconds=begin.elapsed_time(end) / 1000)
+        self._events.clear()

@@ -10,14 +10,22 @@ free). So edges on a fast link are gathered into full batches (a forward call co
 same for one session as for thirty), while an edge on a slow link is not waited for at all. A
 session with no pace yet (its first round) is given the whole window. A lone session never waits.
 A backend that cannot batch (torch here) runs the batch's rounds one after another, which costs
-nothing extra."""
+nothing extra.
+
+Cloud-mode decoding is decoded ahead: when a decode step's result says the session goes on (not
+its last token, not the end of the sequence, no Close), its next step is queued at once, so when
+every session goes on the next forward call starts while the loop is still sending this call's
+tokens, instead of after the last of them (the target would idle for that long every step). For
+that the loop hands the GIL to the worker until the call is on the GPU: both threads need it, and
+the loop's sends would otherwise hold the call back."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from edgespec.cloud.verifier import RoundResult, TargetSession, Verifier
@@ -27,6 +35,7 @@ from edgespec.protocol.messages import Draft
 
 DUE_MARGIN = 1.5  # a session is due this many of its usual turnarounds after its verdict left
 PACE_WEIGHT = 0.3  # of the newest turnaround in a session's moving estimate
+HAND_OVER_S = 0.005  # the most the loop waits for the worker to put a call on the GPU (~0.2 ms)
 
 
 class BatchObserver(Protocol):
@@ -38,12 +47,16 @@ class BatchObserver(Protocol):
     def released(self, at: float) -> None: ...
 
 
+Follows = Callable[[RoundResult], bool]  # told a decode step's result: does the session's next step follow?
+
+
 @dataclass
 class _Round:
     session: TargetSession
     draft: Draft
     done: asyncio.Future[RoundResult]
     arrived: float
+    follows: Follows | None = field(default=None)
 
 
 @dataclass
@@ -82,33 +95,47 @@ class VerifyBatcher:
         self._idle_since = 0.0  # when the last batch ended: waiting for the target is not waiting for others
         self._window: asyncio.TimerHandle | None = None  # set while the batch waits for missing rounds
         self._running: asyncio.Task[None] | None = None  # referenced, so the loop cannot drop it
+        self._ahead: dict[TargetSession, _Round] = {}  # decode steps queued before their session asked
 
-    async def verify(self, session: TargetSession, draft: Draft) -> RoundResult:
-        loop = asyncio.get_running_loop()
+    async def verify(self, session: TargetSession, draft: Draft, follows: Follows | None = None) -> RoundResult:
+        """The round's result, from a batched forward call. For a decode step (nothing drafted),
+        `follows` says from each result whether the session's next step comes: then it is queued
+        at once (decoding ahead), and the session's next call here takes it."""
+        queued = self._ahead.pop(session, None)
+        if queued is None:
+            queued = self._enqueue(session, draft, follows)
+            self._start_next()
+        return await queued.done
+
+    def _enqueue(self, session: TargetSession, draft: Draft, follows: Follows | None) -> _Round:
         now = time.monotonic()
         if (pace := self._paces.get(session)) is not None:
             pace.arrived(now)
         if self.observer is not None:
             self.observer.arrived(now)
-        done: asyncio.Future[RoundResult] = loop.create_future()
-        self._queue.append(_Round(session, draft, done, now))
-        self._start_next()
-        return await done
+        queued = _Round(session, draft, asyncio.get_running_loop().create_future(), now, follows)
+        self._queue.append(queued)
+        return queued
 
     def forget(self, session: TargetSession) -> None:
-        """A session closed: its next round will not come, so a batch need not wait for it."""
+        """A session closed: its next round will not come, so a batch need not wait for it (and a
+        step decoded ahead for it is dropped)."""
+        if (ahead := self._ahead.pop(session, None)) is not None:
+            ahead.done.cancel()
+            if ahead in self._queue:
+                self._queue.remove(ahead)
         if self._paces.pop(session, None) is not None:
             self._stop_waiting()
             self._start_next()
 
-    def _start_next(self) -> None:
+    def _start_next(self, hand_over: bool = False) -> None:
         """Launch a batch if one should go now, else make sure a timer decides later. Only the
         last missing round's arrival ends a wait early: the rest cost O(1) each."""
         if self._busy or not self._queue:
             return
         if len(self._queue) >= self.open_sessions():
             self._stop_waiting()
-            self._launch()
+            self._launch(hand_over)
         elif self._window is None:
             self._decide()
 
@@ -137,12 +164,27 @@ class VerifyBatcher:
             return limit
         return max((due for due in dues if due is not None and due <= limit), default=0.0)
 
-    def _launch(self) -> None:
+    def _launch(self, hand_over: bool = False) -> None:
+        """Start the next forward call on the worker now (not when a task first runs); with
+        `hand_over`, on a GPU, wait until the GPU has it."""
         if self.observer is not None:
             self.observer.launched(time.monotonic())
         batch = self._take_batch()
         self._busy = True
-        self._running = asyncio.create_task(self._run(batch))
+        forward = None
+        if batch:
+            queued = threading.Event()
+            forward = self._start_forward(batch, queued)
+            if hand_over and len(batch) > 1 and self.verifier.engine.device.type == "cuda":
+                queued.wait(HAND_OVER_S)
+        self._running = asyncio.create_task(self._run(batch, forward))
+
+    def _start_forward(self, batch: list[_Round], queued: threading.Event) -> asyncio.Future[list[RoundResult]]:
+        self.on_batch(len(batch))
+        rounds = [(r.session, r.draft) for r in batch]
+        if len(rounds) == 1:  # alone, a long prompt may be fed in pieces
+            return self.worker.start(_verify_alone, self.verifier, *rounds[0])
+        return self.worker.start(self.verifier.verify_many, rounds, queued)
 
     def _take_batch(self) -> list[_Round]:
         """Queued rounds in arrival order, all that one forward call holds (the oldest always).
@@ -161,25 +203,26 @@ class VerifyBatcher:
         self._queue = later
         return [r for r in batch if not r.done.cancelled()]  # an edge that left: no work for it
 
-    async def _run(self, batch: list[_Round]) -> None:
+    async def _run(self, batch: list[_Round], forward: asyncio.Future[list[RoundResult]] | None) -> None:
         try:
-            if batch:
-                self.on_batch(len(batch))
-                await self._verify(batch)
+            if forward is not None:
+                await self._conclude(batch, forward)
         finally:
             self._busy = False
             self._idle_since = time.monotonic()
-            # Next turn of the loop, not now: sessions this batch woke up run first, and a session
-            # ending here queues its KV release on the worker before the next batch can take a slot.
-            asyncio.get_running_loop().call_soon(self._start_next)
-
-    async def _verify(self, batch: list[_Round]) -> None:
-        rounds = [(r.session, r.draft) for r in batch]
-        try:
-            if len(rounds) == 1:  # alone, a long prompt may be fed in pieces
-                results = [await self.worker.run(self.verifier.verify, *rounds[0])]
+            if len(self._queue) >= self.open_sessions():
+                # Every open session's next step is queued (decoded ahead), so none of this batch
+                # has ended: go now, before the loop sends this batch's tokens.
+                self._start_next(hand_over=True)
             else:
-                results = await self.worker.run(self.verifier.verify_many, rounds)
+                # Next turn of the loop: sessions this batch woke up run first, and a session
+                # ending here queues its KV release on the worker before the next batch can take
+                # a slot.
+                asyncio.get_running_loop().call_soon(self._start_next)
+
+    async def _conclude(self, batch: list[_Round], forward: asyncio.Future[list[RoundResult]]) -> None:
+        try:
+            results = await forward
         except Exception as exc:
             for r in batch:
                 if not r.done.done():
@@ -193,9 +236,15 @@ class VerifyBatcher:
                 continue
             r.done.set_result(result)
             self._release(r.session, released)
+            if r.follows is not None and r.follows(result):
+                self._ahead[r.session] = self._enqueue(r.session, r.draft, r.follows)
 
     def _release(self, session: TargetSession, at: float) -> None:
         if (pace := self._paces.get(session)) is not None:
             pace.released = at
         else:
             self._paces[session] = _Pace(at)
+
+
+def _verify_alone(verifier: Verifier, session: TargetSession, draft: Draft) -> list[RoundResult]:
+    return [verifier.verify(session, draft)]

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from edgespec.cloud.batcher import VerifyBatcher
 from edgespec.cloud.colocated import LocalDraft
-from edgespec.cloud.verifier import TargetSession
+from edgespec.cloud.verifier import RoundResult, TargetSession
 from edgespec.metrics.prometheus import CloudMetrics
 from edgespec.protocol.codec import ProtocolError
 from edgespec.protocol.messages import (
@@ -135,15 +135,27 @@ class SessionActor:
         batched like speculating ones."""
         assert self._target is not None
         nothing = Draft(tokens=[], q=None if self._target.sampling.greedy else [])
+        decided = 0
+
+        def follows(step: RoundResult) -> bool:  # told each step's result before this task sees it
+            nonlocal decided
+            decided += 1
+            return not self._last(decided, count, step.token, ignore_eos)
+
         produced, done = 0, False
         while not done:
-            decoded = await self._batcher.verify(self._target, nothing)
+            decoded = await self._batcher.verify(self._target, nothing, follows)
             produced += 1
             self._metrics.decoded_one(decoded.seconds)
-            done = produced == count or (decoded.token in self._eos and not ignore_eos) or self._close_requested
+            done = self._last(produced, count, decoded.token, ignore_eos)
             await self._send(Tokens(sid=self.sid, tokens=[decoded.token], done=done, logprobs=decoded.logprobs))
             self.last_active = time.monotonic()
         return produced
+
+    def _last(self, produced: int, count: int, token: int, ignore_eos: bool) -> bool:
+        """Whether decoding stops after this token: the count is reached, the sequence ended, or
+        the edge asked to close."""
+        return produced == count or (token in self._eos and not ignore_eos) or self._close_requested
 
     async def _speculate_here(self, max_new_tokens: int, ignore_eos: bool, k: int) -> None:
         """Co-located mode: draft and verify in this process; stream each round's tokens."""

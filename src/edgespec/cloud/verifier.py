@@ -3,6 +3,7 @@ runs on the target's worker thread."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -60,12 +61,17 @@ class Verifier:
         logits = extend(self.engine, session.kv, session.committed, list(draft.tokens), k + 1)  # [k+1, vocab]
         return self._conclude(session, draft, logits, time.perf_counter() - started)
 
-    def verify_many(self, rounds: list[tuple[TargetSession, Draft]]) -> list[RoundResult]:
-        """Several sessions' rounds in one forward call (the engine batches them where it can).
-        Each round reports the whole call's time: that is what its edge waited for."""
+    def verify_many(
+        self, rounds: list[tuple[TargetSession, Draft]], queued: threading.Event | None = None
+    ) -> list[RoundResult]:
+        """Several sessions' rounds in one forward call (the engine batches them where it can);
+        `queued` is set once a GPU has the call (before its results are read). Each round reports
+        the whole call's time: that is what its edge waited for."""
         started = time.perf_counter()
         works = [Work(s.kv, self._round_tokens(s, d), len(d.tokens) + 1) for s, d in rounds]
         all_logits = self.engine.forward_many(works)
+        if queued is not None:
+            queued.set()
         choices = greedy_rows(all_logits)  # every session's greedy choices in one copy to the host
         seconds = time.perf_counter() - started
         return [

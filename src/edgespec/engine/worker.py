@@ -20,8 +20,12 @@ class ModelWorker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
 
     async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self.start(fn, *args, **kwargs)
+
+    def start(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
+        """Queue work now (not when a task first runs) and return its result's future."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        return loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     def submit(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> None:
         """Queue work without waiting for it: cleanup that must happen even in a cancelled task,
