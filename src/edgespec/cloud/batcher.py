@@ -25,7 +25,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from edgespec.cloud.verifier import RoundResult, TargetSession, Verifier
@@ -56,7 +56,7 @@ class _Round:
     draft: Draft
     done: asyncio.Future[RoundResult]
     arrived: float
-    follows: Follows | None = field(default=None)
+    follows: Follows | None = None
 
 
 @dataclass
