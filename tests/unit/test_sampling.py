@@ -13,9 +13,9 @@ from scipy.stats import chisquare
 from edgespec.config import SamplingParams
 from edgespec.protocol.messages import SparseDist
 from edgespec.sampling import sparse
-from edgespec.sampling.probs import logits_to_probs
+from edgespec.sampling.probs import logits_to_probs, rows_to_probs
 from edgespec.sampling.rng import Stream, uniform
-from edgespec.sampling.verify import sample_dense, verify_greedy, verify_sampled
+from edgespec.sampling.verify import SampledRound, decide_sampled, sample_dense, verify_greedy
 
 LOGITS = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]])
 
@@ -96,18 +96,50 @@ def test_greedy_verification_accepts_the_matching_prefix() -> None:
 
 
 def test_rejection_sampling_outputs_the_target_distribution() -> None:
-    """One drafted position from a q that is sparse and unlike p; the output must follow p."""
+    """One drafted position from a q that is sparse and unlike p; the output must follow p. The
+    rounds are decided 500 at a time, as a batch of sessions is."""
     p = torch.tensor([[0.1, 0.4, 0.2, 0.3, 0.0], [0.2, 0.2, 0.2, 0.2, 0.2]])
     q = SparseDist(ids=[0, 4, 2], weights=[6, 3, 1])  # covers p's zero, misses 1 and 3
-    n = 20000
+    n, batch = 20000, 500
     counts: Counter[int] = Counter()
-    for i in range(n):
-        drafted = sparse.sample(q, uniform(1, Stream.DRAFT, i))
-        accepted, token = verify_sampled(
-            p, [drafted], [q], [uniform(1, Stream.ACCEPT, i)], [uniform(1, Stream.TARGET, i)] * 2
-        )
-        counts[drafted if accepted else token] += 1
+    for first in range(0, n, batch):
+        drafted = [sparse.sample(q, uniform(1, Stream.DRAFT, i)) for i in range(first, first + batch)]
+        rounds = [
+            SampledRound([token], [q], [uniform(1, Stream.ACCEPT, i)], [uniform(1, Stream.TARGET, i)] * 2)
+            for i, token in zip(range(first, first + batch), drafted, strict=True)
+        ]
+        for token, (accepted, chosen) in zip(drafted, decide_sampled(p.repeat(batch, 1), rounds), strict=True):
+            counts[token if accepted else chosen] += 1
     observed = [counts[t] for t in (0, 1, 2, 3)]
     assert counts[4] == 0
     expected = [n * float(x) for x in p[0, :4].double() / p[0, :4].double().sum()]
     assert chisquare(observed, expected).pvalue > 1e-3
+
+
+def test_a_batch_of_rounds_is_decided_as_each_alone() -> None:
+    """Rounds of different lengths (a decode step among them), decided together or one by one."""
+    torch.manual_seed(4)
+    q = SparseDist(ids=[0, 2, 5], weights=[5, 4, 1])
+    lengths = [0, 1, 3, 2, 3]
+    rounds = [
+        SampledRound([2] * k, [q] * k, [uniform(9, Stream.ACCEPT, 10 * n + i) for i in range(k)],
+                     [uniform(9, Stream.TARGET, 10 * n + i) for i in range(k + 1)])
+        for n, k in enumerate(lengths)
+    ]  # fmt: skip
+    probs = [torch.softmax(torch.randn(k + 1, 6), dim=-1) for k in lengths]
+    together = decide_sampled(torch.cat(probs), rounds)
+    assert together == [decide_sampled(p, [r])[0] for p, r in zip(probs, rounds, strict=True)]
+    assert {accepted for accepted, _ in together} != {0}  # some drafted tokens were accepted
+
+
+def test_rows_with_their_own_params_are_processed_as_alone() -> None:
+    logits = torch.randn(4, 50)
+    params = [
+        SamplingParams(temperature=0.7),
+        SamplingParams(temperature=1.0, top_k=3),
+        SamplingParams(temperature=1.3, top_p=0.5),
+        SamplingParams(temperature=0.9, top_k=10, top_p=0.9),
+    ]
+    together = rows_to_probs(logits, params)
+    for row, (alone_logits, alone_params) in enumerate(zip(logits, params, strict=True)):
+        assert torch.equal(together[row], logits_to_probs(alone_logits[None], alone_params)[0])

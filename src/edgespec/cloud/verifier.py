@@ -13,9 +13,9 @@ from edgespec.config import SamplingParams
 from edgespec.engine.base import Engine, KVSession, Work, extend, missing_tokens
 from edgespec.protocol.messages import Draft, TokenLogprobs
 from edgespec.sampling.logprobs import token_logprobs
-from edgespec.sampling.probs import greedy_rows, greedy_tokens, logits_to_probs
+from edgespec.sampling.probs import greedy_rows, greedy_tokens, rows_to_probs
 from edgespec.sampling.rng import Stream, uniform
-from edgespec.sampling.verify import accept_matching, verify_sampled
+from edgespec.sampling.verify import SampledRound, accept_matching, decide_sampled
 
 
 @dataclass(eq=False)  # one per session: equal only to itself (and a key by identity)
@@ -73,10 +73,12 @@ class Verifier:
         if queued is not None:
             queued.set()
         choices = greedy_rows(all_logits)  # every session's greedy choices in one copy to the host
+        sampled = [i for i, (session, _) in enumerate(rounds) if self._samples(session)]
+        decided = dict(zip(sampled, self._sampled([(*rounds[i], all_logits[i]) for i in sampled]), strict=True))
         seconds = time.perf_counter() - started
         return [
-            self._conclude(s, d, logits, seconds, picks)
-            for (s, d), logits, picks in zip(rounds, all_logits, choices, strict=True)
+            self._conclude(s, d, logits, seconds, picks, decided.get(i))
+            for i, ((s, d), logits, picks) in enumerate(zip(rounds, all_logits, choices, strict=True))
         ]
 
     def _round_tokens(self, session: TargetSession, draft: Draft) -> list[int]:
@@ -97,10 +99,12 @@ class Verifier:
         logits: torch.Tensor,
         seconds: float,
         choices: list[int] | None = None,
+        decision: tuple[int, int] | None = None,
     ) -> RoundResult:
         """Decide from the round's logits [k+1, vocab] (and their argmaxes, when already read),
-        commit, and drop the rejected tail's KV."""
-        accepted, token = self._decide(session, draft, logits, choices)
+        unless decided already with its batch (a sampled session), commit, and drop the rejected
+        tail's KV."""
+        accepted, token = decision if decision is not None else self._decide(session, draft, logits, choices)
         produced = [*draft.tokens[:accepted], token]
         session.committed += produced
         self.engine.truncate(session.kv, len(session.committed) - 1)
@@ -110,21 +114,32 @@ class Verifier:
     def release(self, session: TargetSession) -> None:
         self.engine.release(session.kv)
 
+    def _samples(self, session: TargetSession) -> bool:
+        """Whether the session's rounds are decided by rejection sampling (not greedy, not synthetic)."""
+        return self.synthetic_acceptance is None and not session.sampling.greedy
+
     def _decide(
         self, session: TargetSession, draft: Draft, logits: torch.Tensor, choices: list[int] | None
     ) -> tuple[int, int]:  # logits [k+1, vocab]; choices: their argmaxes if already read
-        if self.synthetic_acceptance is not None or session.sampling.greedy:
-            choices = choices if choices is not None else greedy_tokens(logits)  # read only when needed
-            if self.synthetic_acceptance is not None:
-                return self._synthetic(session, draft, choices)
-            return accept_matching(choices, draft.tokens)
-        assert draft.q is not None  # the session table refuses sampled drafts without q
-        start = len(session.committed)
-        k = len(draft.tokens)
-        accept_u = [uniform(session.seed, Stream.ACCEPT, start + i) for i in range(k)]
-        sample_u = [uniform(session.seed, Stream.TARGET, start + i) for i in range(k + 1)]
-        probs = logits_to_probs(logits, session.sampling)
-        return verify_sampled(probs, draft.tokens, draft.q, accept_u, sample_u)
+        if self._samples(session):
+            return self._sampled([(session, draft, logits)])[0]
+        choices = choices if choices is not None else greedy_tokens(logits)  # read only when needed
+        if self.synthetic_acceptance is not None:
+            return self._synthetic(session, draft, choices)
+        return accept_matching(choices, draft.tokens)
+
+    def _sampled(self, rounds: list[tuple[TargetSession, Draft, torch.Tensor]]) -> list[tuple[int, int]]:
+        """Rejection sampling of sampled sessions' rounds, all at once (sampling/verify.py)."""
+        decisions, rows, params = [], [], []
+        for session, draft, logits in rounds:
+            assert draft.q is not None  # the session table refuses sampled drafts without q
+            start, k = len(session.committed), len(draft.tokens)
+            accept_u = [uniform(session.seed, Stream.ACCEPT, start + i) for i in range(k)]
+            sample_u = [uniform(session.seed, Stream.TARGET, start + i) for i in range(k + 1)]
+            decisions.append(SampledRound(draft.tokens, draft.q, accept_u, sample_u))
+            rows.append(logits)
+            params += [session.sampling] * (k + 1)
+        return decide_sampled(rows_to_probs(torch.cat(rows), params), decisions) if rounds else []
 
     def _synthetic(self, session: TargetSession, draft: Draft, choices: list[int]) -> tuple[int, int]:
         """Accept each drafted token with the set probability (drawn by position, as real rounds

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Sequence
 
 import torch
 
@@ -27,21 +29,35 @@ def greedy_rows(all_logits: list[torch.Tensor]) -> list[list[int]]:
 
 def logits_to_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Probabilities [n, vocab] (float32) for non-greedy params; rows sum to one."""
-    scaled = logits.float() / params.temperature
-    if params.top_k is not None and params.top_k < scaled.shape[-1]:
-        scaled = _keep_top_k(scaled, params.top_k)
-    if params.top_p < 1.0:
-        scaled = _keep_top_p(scaled, params.top_p)
+    return rows_to_probs(logits, [params] * logits.shape[0])
+
+
+def rows_to_probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    """logits_to_probs with each row's own params (none greedy): many sessions' rows at once."""
+    device, vocab = logits.device, logits.shape[-1]
+    temperatures = torch.tensor([p.temperature for p in params], device=device)
+    scaled = logits.float() / temperatures[:, None]
+    top_ks = [p.top_k if p.top_k is not None and p.top_k < vocab else None for p in params]
+    if any(k is not None for k in top_ks):
+        scaled = _keep_top_k(scaled, top_ks)
+    if any(p.top_p < 1.0 for p in params):
+        # a row without top-p must keep every token, however its mass rounds
+        top_ps = torch.tensor([p.top_p if p.top_p < 1.0 else math.inf for p in params], device=device)
+        scaled = _keep_top_p(scaled, top_ps[:, None])
     return torch.softmax(scaled, dim=-1)
 
 
-def _keep_top_k(scaled: torch.Tensor, k: int) -> torch.Tensor:
-    kth = torch.topk(scaled, k, dim=-1).values[..., -1:]
-    return scaled.masked_fill(scaled < kth, float("-inf"))
+def _keep_top_k(scaled: torch.Tensor, ks: Sequence[int | None]) -> torch.Tensor:
+    """Each row's k most likely tokens (all of a row whose k is None)."""
+    kept = [k for k in ks if k is not None]
+    largest = torch.topk(scaled, max(kept), dim=-1).values
+    kth = largest.gather(-1, torch.tensor([[(k or 1) - 1] for k in ks], device=scaled.device))
+    every = torch.tensor([[k is None] for k in ks], device=scaled.device)
+    return scaled.masked_fill((scaled < kth) & ~every, float("-inf"))
 
 
-def _keep_top_p(scaled: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of most likely tokens whose mass reaches top_p."""
+def _keep_top_p(scaled: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose mass reaches each row's top_p [n, 1]."""
     sorted_logits, order = torch.sort(scaled, dim=-1, descending=True)
     sorted_probs = torch.softmax(sorted_logits, dim=-1)
     mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs

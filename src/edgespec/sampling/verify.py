@@ -6,7 +6,9 @@ the target's own choice at the first rejected position or the bonus token after 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -36,26 +38,54 @@ def accept_matching(choices: Sequence[int], drafted: Sequence[int]) -> tuple[int
     return accepted, choices[accepted]
 
 
-def verify_sampled(
-    target_probs: torch.Tensor,  # [k+1, vocab]
-    drafted: Sequence[int],
-    dists: Sequence[SparseDist],
-    accept_u: Sequence[float],  # [k]
-    sample_u: Sequence[float],  # [k+1]
-) -> tuple[int, int]:
-    """Leviathan et al. (2023): accept x with probability min(1, p(x)/q(x)); on rejection sample
-    from norm(max(0, p - q)); after a full accept sample the bonus token from p."""
-    for i, (token, dist) in enumerate(zip(drafted, dists, strict=True)):
-        q_token = sparse.probability(dist, token)
-        if accept_u[i] * q_token < float(target_probs[i, token]):
-            continue
-        return i, _sample_residual(target_probs[i], dist, sample_u[i])
-    k = len(drafted)
-    return k, sample_dense(target_probs[k], sample_u[k])
+@dataclass(frozen=True)
+class SampledRound:
+    """A sampled session's drafted block, and the uniforms its decision draws."""
+
+    drafted: Sequence[int]  # [k]
+    dists: Sequence[SparseDist]  # the draft's q for each drafted token
+    accept_u: Sequence[float]  # [k]
+    sample_u: Sequence[float]  # [k+1]
 
 
-def _sample_residual(p: torch.Tensor, dist: SparseDist, u: float) -> int:
-    residual = (p.double() - sparse.dense(dist, p.shape[0], p.device)).clamp_(min=0.0)
-    if float(residual.sum()) <= 0.0:  # p == q up to rounding: a rejection was a rounding event
-        return sample_dense(p, u)
-    return sample_dense(residual, u)
+def decide_sampled(target_probs: torch.Tensor, rounds: Sequence[SampledRound]) -> list[tuple[int, int]]:
+    """Leviathan et al. (2023) for many sessions' rounds at once, their target probabilities
+    stacked in order (k+1 rows each): accept x with probability min(1, p(x)/q(x)); on rejection
+    sample from norm(max(0, p - q)); after a full accept sample the bonus token from p. Two reads
+    from the target's device in all, where one session at a time took several each."""
+    firsts = list(itertools.accumulate((len(r.drafted) + 1 for r in rounds), initial=0))[:-1]
+    rows = [first + i for first, r in zip(firsts, rounds, strict=True) for i in range(len(r.drafted))]
+    tokens = [token for r in rounds for token in r.drafted]
+    p_drafted = iter(target_probs[rows, tokens].tolist() if rows else [])
+    accepted = [_accepted(r, [next(p_drafted) for _ in r.drafted]) for r in rounds]
+    chosen = _sample_rows(target_probs, [first + a for first, a in zip(firsts, accepted, strict=True)], [
+        (r.dists[a] if a < len(r.drafted) else None, r.sample_u[a]) for r, a in zip(rounds, accepted, strict=True)
+    ])  # fmt: skip
+    return list(zip(accepted, chosen, strict=True))
+
+
+def _accepted(round_: SampledRound, p_drafted: Sequence[float]) -> int:
+    """How many drafted tokens pass the acceptance test, from the first."""
+    for i, (token, dist) in enumerate(zip(round_.drafted, round_.dists, strict=True)):
+        if round_.accept_u[i] * sparse.probability(dist, token) >= p_drafted[i]:
+            return i
+    return len(round_.drafted)
+
+
+def _sample_rows(probs: torch.Tensor, rows: list[int], draws: list[tuple[SparseDist | None, float]]) -> list[int]:
+    """One token from each of `rows` of probs: from the residual max(0, p - q) where a q is given
+    (a rejection; from p itself if p == q up to rounding), else from p; inverse CDF with u."""
+    p = probs[rows].double()
+    q = torch.zeros_like(p)
+    at = [(n, token, weight / sum(dist.weights)) for n, (dist, _) in enumerate(draws) if dist is not None
+          for token, weight in zip(dist.ids, dist.weights, strict=True)]  # fmt: skip
+    if at:
+        where, tokens, mass = zip(*at, strict=True)
+        q[list(where), list(tokens)] = torch.tensor(mass, dtype=torch.float64, device=q.device)
+    residual = (p - q).clamp_(min=0.0)
+    rejected = torch.tensor([dist is not None for dist, _ in draws], device=p.device)
+    target = torch.where((rejected & (residual.sum(dim=-1) > 0.0))[:, None], residual, p)
+    cdf = torch.cumsum(target, dim=-1)
+    u = torch.tensor([u for _, u in draws], dtype=torch.float64, device=p.device)
+    index = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)
+    return index.clamp_(max=probs.shape[-1] - 1).flatten().tolist()
