@@ -52,16 +52,16 @@ def decide_sampled(target_probs: torch.Tensor, rounds: Sequence[SampledRound]) -
     """Leviathan et al. (2023) for many sessions' rounds at once, their target probabilities
     stacked in order (k+1 rows each): accept x with probability min(1, p(x)/q(x)); on rejection
     sample from norm(max(0, p - q)); after a full accept sample the bonus token from p. Two reads
-    from the target's device in all, where one session at a time took several each."""
+    from the target's device in all, where deciding one session at a time took several each."""
     firsts = list(itertools.accumulate((len(r.drafted) + 1 for r in rounds), initial=0))[:-1]
     rows = [first + i for first, r in zip(firsts, rounds, strict=True) for i in range(len(r.drafted))]
     tokens = [token for r in rounds for token in r.drafted]
-    p_drafted = iter(target_probs[rows, tokens].tolist() if rows else [])
+    p_drafted = iter(target_probs[rows, tokens].tolist() if rows else [])  # the first read
     accepted = [_accepted(r, [next(p_drafted) for _ in r.drafted]) for r in rounds]
-    chosen = _sample_rows(target_probs, [first + a for first, a in zip(firsts, accepted, strict=True)], [
-        (r.dists[a] if a < len(r.drafted) else None, r.sample_u[a]) for r, a in zip(rounds, accepted, strict=True)
-    ])  # fmt: skip
-    return list(zip(accepted, chosen, strict=True))
+    rejected_q = [r.dists[a] if a < len(r.drafted) else None for r, a in zip(rounds, accepted, strict=True)]
+    last_rows = [first + a for first, a in zip(firsts, accepted, strict=True)]  # the rejection, or the bonus
+    u = [r.sample_u[a] for r, a in zip(rounds, accepted, strict=True)]
+    return list(zip(accepted, _sample_rows(target_probs, last_rows, rejected_q, u), strict=True))
 
 
 def _accepted(round_: SampledRound, p_drafted: Sequence[float]) -> int:
@@ -72,20 +72,25 @@ def _accepted(round_: SampledRound, p_drafted: Sequence[float]) -> int:
     return len(round_.drafted)
 
 
-def _sample_rows(probs: torch.Tensor, rows: list[int], draws: list[tuple[SparseDist | None, float]]) -> list[int]:
-    """One token from each of `rows` of probs: from the residual max(0, p - q) where a q is given
-    (a rejection; from p itself if p == q up to rounding), else from p; inverse CDF with u."""
+def _sample_rows(probs: torch.Tensor, rows: list[int], qs: list[SparseDist | None], us: list[float]) -> list[int]:
+    """One token from each of `rows` of probs (the second read): from the residual max(0, p - q)
+    where a q is given (a rejection; from p itself if p == q up to rounding), else from p; by
+    inverse CDF with each row's u."""
     p = probs[rows].double()
     q = torch.zeros_like(p)
-    at = [(n, token, weight / sum(dist.weights)) for n, (dist, _) in enumerate(draws) if dist is not None
-          for token, weight in zip(dist.ids, dist.weights, strict=True)]  # fmt: skip
-    if at:
-        where, tokens, mass = zip(*at, strict=True)
+    entries = [
+        (n, token, weight / sum(dist.weights))
+        for n, dist in enumerate(qs)
+        if dist is not None
+        for token, weight in zip(dist.ids, dist.weights, strict=True)
+    ]
+    if entries:
+        where, tokens, mass = zip(*entries, strict=True)
         q[list(where), list(tokens)] = torch.tensor(mass, dtype=torch.float64, device=q.device)
     residual = (p - q).clamp_(min=0.0)
-    rejected = torch.tensor([dist is not None for dist, _ in draws], device=p.device)
+    rejected = torch.tensor([dist is not None for dist in qs], device=p.device)
     target = torch.where((rejected & (residual.sum(dim=-1) > 0.0))[:, None], residual, p)
     cdf = torch.cumsum(target, dim=-1)
-    u = torch.tensor([u for _, u in draws], dtype=torch.float64, device=p.device)
-    index = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)
+    thresholds = torch.tensor(us, dtype=torch.float64, device=p.device) * cdf[:, -1]
+    index = torch.searchsorted(cdf, thresholds[:, None], right=True)
     return index.clamp_(max=probs.shape[-1] - 1).flatten().tolist()
