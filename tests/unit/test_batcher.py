@@ -224,3 +224,17 @@ def test_a_session_that_closes_gets_no_step_past_the_one_already_running() -> No
     its result is dropped; no third is queued."""
     verifier = decoding(sessions=3, count=3, leaving="s1")
     assert verifier.calls == [["s0", "s1", "s2"], ["s0", "s1", "s2"], ["s0", "s2"]]
+
+
+class ShutDownWorker:
+    def start(self, function: Any, *args: Any) -> asyncio.Future[Any]:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+
+def test_a_round_after_the_worker_has_shut_down_fails_and_does_not_hang() -> None:
+    async def scenario() -> None:
+        batcher = VerifyBatcher(RecordingVerifier(), ShutDownWorker(), lambda: 1, 10.0)  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match="shutdown"):
+            await asyncio.wait_for(batcher.verify("s0", Draft(tokens=[1])), timeout=5)  # type: ignore[arg-type]
+
+    asyncio.run(scenario())

@@ -182,9 +182,14 @@ class VerifyBatcher:
     def _start_forward(self, batch: list[_Round], queued: threading.Event) -> asyncio.Future[list[RoundResult]]:
         self.on_batch(len(batch))
         rounds = [(r.session, r.draft) for r in batch]
-        if len(rounds) == 1:  # alone, a long prompt may be fed in pieces
-            return self.worker.start(_verify_alone, self.verifier, *rounds[0])
-        return self.worker.start(self.verifier.verify_many, rounds, queued)
+        try:
+            if len(rounds) == 1:  # alone, a long prompt may be fed in pieces
+                return self.worker.start(_verify_alone, self.verifier, *rounds[0])
+            return self.worker.start(self.verifier.verify_many, rounds, queued)
+        except RuntimeError as exc:  # the worker has shut down (the cloud is closing): fail the rounds
+            refused: asyncio.Future[list[RoundResult]] = asyncio.get_running_loop().create_future()
+            refused.set_exception(exc)
+            return refused
 
     def _take_batch(self) -> list[_Round]:
         """Queued rounds in arrival order, all that one forward call holds (the oldest always).
