@@ -19,10 +19,15 @@ from edgespec.sampling.probs import greedy_tokens
 
 def sample_dense(probs: torch.Tensor, u: float) -> int:  # probs [vocab]
     """Inverse-CDF sample with uniform u; zero-probability tokens are never chosen."""
-    cdf = torch.cumsum(probs.double(), dim=0)
-    threshold = torch.tensor([u], dtype=torch.float64, device=cdf.device) * cdf[-1]
-    index = int(torch.searchsorted(cdf, threshold, right=True).item())
-    return min(index, probs.shape[0] - 1)
+    return _inverse_cdf(probs[None].double(), [u])[0]
+
+
+def _inverse_cdf(weights: torch.Tensor, us: Sequence[float]) -> list[int]:
+    """One token from each row of weights [n, vocab] (float64, not normalised), with its u."""
+    cdf = torch.cumsum(weights, dim=-1)
+    thresholds = torch.tensor(us, dtype=torch.float64, device=weights.device) * cdf[:, -1]
+    index = torch.searchsorted(cdf, thresholds[:, None], right=True)
+    return index.clamp_(max=weights.shape[-1] - 1).flatten().tolist()
 
 
 def verify_greedy(target_logits: torch.Tensor, drafted: Sequence[int]) -> tuple[int, int]:
@@ -89,8 +94,4 @@ def _sample_rows(probs: torch.Tensor, rows: list[int], qs: list[SparseDist | Non
         q[list(where), list(tokens)] = torch.tensor(mass, dtype=torch.float64, device=q.device)
     residual = (p - q).clamp_(min=0.0)
     rejected = torch.tensor([dist is not None for dist in qs], device=p.device)
-    target = torch.where((rejected & (residual.sum(dim=-1) > 0.0))[:, None], residual, p)
-    cdf = torch.cumsum(target, dim=-1)
-    thresholds = torch.tensor(us, dtype=torch.float64, device=p.device) * cdf[:, -1]
-    index = torch.searchsorted(cdf, thresholds[:, None], right=True)
-    return index.clamp_(max=probs.shape[-1] - 1).flatten().tolist()
+    return _inverse_cdf(torch.where((rejected & (residual.sum(dim=-1) > 0.0))[:, None], residual, p), us)
