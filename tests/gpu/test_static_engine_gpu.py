@@ -9,6 +9,7 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from edgespec.engine.base import Work
+from edgespec.engine.cuda_graphs import GraphKey
 from edgespec.engine.static_engine import StaticEngine
 from edgespec.engine.torch_engine import TorchEngine
 
@@ -62,7 +63,7 @@ def test_one_graph_serves_sessions_of_every_context_length() -> None:
         relative = (got.float() - wanted.float()).norm() / wanted.float().norm()
         assert relative < TOLERANCE  # (argmaxes may differ: random weights give near ties, TF32 rounds them)
         engine.release(ours)
-    assert len(engine.graphs or []) == 1
+    assert len(rounds_captured(engine)) == 1
 
 
 def test_the_skinny_kernel_is_tuned_for_every_weight_shape_at_start_up() -> None:
@@ -82,12 +83,36 @@ def test_graphs_captured_ahead_serve_every_batch_size_without_a_capture() -> Non
     model = Qwen3ForCausalLM(Qwen3Config(**SMALL)).eval().cuda()
     engine = StaticEngine(model, max_sessions=5, max_context=256)
     engine.capture_ahead([1, 5])
-    assert len(engine.graphs or []) == 2 * 4  # batches of 1, 2, 4 and 8 sessions, for each round size
+    assert len(rounds_captured(engine)) == 2 * 4  # batches of 1, 2, 4 and 8 sessions, for each round size
+    prompts = len(engine.graphs or []) - 2 * 4
+    assert prompts == 8 * 4  # 8 sizes per doubling from 17 tokens up to the 256 of the context
     sessions = [engine.new_session() for _ in range(5)]
     for session in sessions:
-        engine.forward(session, list(range(1, 21)), 1)  # a prompt longer than graphs serve: run eagerly
+        engine.forward(session, list(range(1, 21)), 1)  # a prompt: the graph for 20 tokens
     engine.forward_many([Work(s, [4] * 5, 5) for s in sessions])  # 5 sessions: the graph for 8
-    assert len(engine.graphs or []) == 8
+    assert len(engine.graphs or []) == 8 + prompts
+
+
+@torch.inference_mode()
+def test_prompts_replay_a_graph_padded_to_their_size_and_leave_no_trace_of_the_padding() -> None:
+    torch.manual_seed(4)
+    model = Qwen3ForCausalLM(Qwen3Config(**SMALL)).eval().cuda()
+    engine, reference = StaticEngine(model, max_sessions=4, max_context=512), TorchEngine(model)
+    for length, n_logits in ((300, 1), (310, 5)):  # both padded to 320 rows; the second with a draft
+        prompt = torch.randint(0, 512, (length,)).tolist()
+        ours, theirs = engine.new_session(), reference.new_session()
+        steps = [(prompt, n_logits), ([5, 6, 7, 8], 4)]  # then a round where the padding's keys were
+        for tokens, n in steps:
+            got, wanted = engine.forward(ours, tokens, n), reference.forward(theirs, tokens, n)
+            assert got.shape == wanted.shape
+            assert (got.float() - wanted.float()).norm() / wanted.float().norm() < TOLERANCE
+    assert engine.graphs is not None
+    assert [key.new_tokens for key in engine.graphs if key.padded] == [320]
+
+
+def rounds_captured(engine: StaticEngine) -> list[GraphKey]:
+    assert engine.graphs is not None
+    return [key for key in engine.graphs if not key.padded]
 
 
 @pytest.mark.skipif(torch.cuda.get_device_capability()[0] < 9 if torch.cuda.is_available() else True,

@@ -16,7 +16,7 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
-from edgespec.engine.static_engine import StaticEngine
+from edgespec.engine.static_engine import StaticEngine, prompt_size
 from edgespec.engine.torch_engine import TorchEngine
 from tests.conftest import TinyPair
 
@@ -78,6 +78,33 @@ def test_the_compact_forward_batches_padded_sessions_without_mixing_them(tiny_pa
     together = compact.forward(kv, torch.tensor([2, 3]), tokens, positions, 6, 6)
     assert close(together[0, -2:], alone[0])
     assert close(together[1, 1:3], alone[1])  # its real last two positions
+
+
+@torch.inference_mode()
+def test_a_prompt_padded_past_its_end_gives_the_logits_and_cache_of_the_prompt_alone(tiny_pair: TinyPair) -> None:
+    """As a prompt's graph runs it (padded to its size, its real length beside it)."""
+    model = build("qwen3", tiny_pair)
+    static = StaticEngine(model, max_sessions=4, max_context=256)
+    compact, kv = static.model, static.kv
+    prompt, follow_up = list(range(5, 28)), [3, 4, 5]
+    padded = torch.tensor([prompt + [0] * 9])
+    with_padding = compact.forward(kv, torch.tensor([0]), padded, torch.arange(32)[None], 32, 4, torch.tensor([23]))
+    alone = compact.forward(kv, torch.tensor([1]), torch.tensor([prompt]), torch.arange(23)[None], 23, 4)
+    assert close(with_padding, alone)
+    later = torch.arange(23, 26)[None]  # over the padding's keys in slot 0
+    after = [compact.forward(kv, torch.tensor([slot]), torch.tensor([follow_up]), later, 26, 3) for slot in (0, 1)]
+    assert close(*after)
+
+
+@pytest.mark.parametrize("length", [17, 23, 64, 65, 300, 512, 513, 2047])
+def test_prompt_sizes_pad_at_most_an_eighth_of_a_prompt(length: int) -> None:
+    size = prompt_size(length)
+    assert length <= size <= length * 9 / 8
+    assert prompt_size(size) == size  # a size is its own
+
+
+def test_prompt_sizes_are_eight_per_doubling() -> None:
+    assert len({prompt_size(n) for n in range(257, 513)}) == 8
 
 
 def test_slots_are_taken_at_the_first_forward_bounded_and_given_back(tiny_pair: TinyPair) -> None:

@@ -73,11 +73,19 @@ class CompactModel:
         self.peer_sum: PeerSum | None = None
 
     def forward(
-        self, kv: StaticKV, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, span: int, n_logits: int
+        self,
+        kv: StaticKV,
+        slots: torch.Tensor,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        span: int,
+        n_logits: int,
+        ends: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits [batch, n_logits, vocab] of the last positions. `tokens` and `positions` are
-        [batch, q]; each session's keys and values are written at its positions in its cache slot,
-        and attention reads the first `span` positions of the slot, masked causally."""
+        """Logits [batch, n_logits, vocab] of the last positions (before `ends`, see last_rows).
+        `tokens` and `positions` are [batch, q]; each session's keys and values are written at its
+        positions in its cache slot, and attention reads the first `span` positions of the slot,
+        masked causally."""
         cos, sin = self._rotation(positions)
         group = self.shape.heads // self.shape.kv_heads
         visible = torch.arange(span, device=positions.device)[None, None, :] <= positions[:, :, None]  # [B, q, span]
@@ -89,7 +97,7 @@ class CompactModel:
             x = x + self._attention(layer, index, h, kv, (rows, slots), (cos, sin), mask, span)
             gate, up = F.linear(_rms(x, layer.post_norm, self.shape.eps), layer.gate_up).chunk(2, dim=-1)
             x = x + self.reduce(F.linear(F.silu(gate) * up, layer.down))
-        x = _rms(x[:, -n_logits:], self.final_norm, self.shape.eps)
+        x = _rms(last_rows(x, n_logits, ends), self.final_norm, self.shape.eps)
         return self.gather_vocab(F.linear(x, self.lm_head)).float()
 
     def _attention(
@@ -168,3 +176,12 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos + rotated * sin
+
+
+def last_rows(x: torch.Tensor, n: int, ends: torch.Tensor | None) -> torch.Tensor:
+    """The last n of each session's rows of x [batch, q, width]; where its tokens are padded (a
+    prompt's graph), `ends` [batch] says how many rows are real, and these are the n before."""
+    if ends is None:
+        return x[:, -n:]
+    before_end = ends[:, None] - n + torch.arange(n, device=x.device)
+    return x.gather(1, before_end[..., None].expand(-1, -1, x.shape[-1]))

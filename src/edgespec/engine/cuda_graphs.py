@@ -1,4 +1,4 @@
-"""CUDA graphs of the verify step, one per padded shape, captured on first use. A graph replays
+"""CUDA graphs of the verify step and of prompts, one per padded shape, captured on first use. A graph replays
 the step's hundreds of kernels with one launch, which at batch 1 is most of the gap between
 eager PyTorch and the memory-bandwidth floor. A step's inputs travel as one packed row of
 integers (slots, first positions, tokens) from pinned memory in one asynchronous copy, and the
@@ -8,15 +8,18 @@ memory pool: they never run at once (one worker thread drives the target)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
 from edgespec.engine.static_kv import StaticKV
 
-# (kv, slots [B], tokens [B, q], positions [B, q], span, n_logits) -> logits [B, n_logits, vocab]
-Step = Callable[[StaticKV, torch.Tensor, torch.Tensor, torch.Tensor, int, int], torch.Tensor]
+# (kv, slots [B], tokens [B, q], positions [B, q], span, n_logits, ends [B] or None)
+#   -> logits [B, n_logits, vocab] of the n_logits rows before each session's end (q when None)
+Step = Callable[[StaticKV, torch.Tensor, torch.Tensor, torch.Tensor, int, int, torch.Tensor | None], torch.Tensor]
+
+PROMPT_LOGIT_ROWS = 16  # a prompt's graph gives logits for this many rows before its end
 
 
 def bucket(n: int, smallest: int) -> int:
@@ -32,11 +35,20 @@ class GraphKey:
     batch: int
     new_tokens: int
     span: int
+    # Prompts padded to new_tokens: how many of each session's rows are real travels with the
+    # inputs, and the logits are those of the PROMPT_LOGIT_ROWS rows before the padding.
+    padded: bool = False
+
+    def __str__(self) -> str:
+        if self.padded:
+            return f"prompt of {self.new_tokens}"
+        return f"{self.batch} sessions x {self.new_tokens} tokens"
 
 
-def pack(slots: list[int], starts: list[int], tokens: list[list[int]]) -> torch.Tensor:
-    """A step's inputs as the one pinned row a graph takes: slots, first positions, tokens."""
-    flat = [*slots, *starts, *(token for row in tokens for token in row)]
+def pack(slots: list[int], starts: list[int], tokens: list[list[int]], ends: list[int] | None = None) -> torch.Tensor:
+    """A step's inputs as the one pinned row a graph takes: slots, first positions, the real
+    lengths of padded prompts, tokens."""
+    flat = [*slots, *starts, *(ends or []), *(token for row in tokens for token in row)]
     return torch.tensor(flat, dtype=torch.long).pin_memory()
 
 
@@ -59,8 +71,12 @@ class VerifyGraphs:
     def __len__(self) -> int:
         return len(self._graphs)
 
+    def __iter__(self) -> Iterator[GraphKey]:
+        return iter(self._graphs)
+
     def run(self, key: GraphKey, packed: torch.Tensor) -> torch.Tensor:
-        """Logits [batch, new_tokens, vocab] for packed inputs (pack()) of exactly the key's shape."""
+        """Logits [batch, new_tokens, vocab] (PROMPT_LOGIT_ROWS rows for a padded key) for packed
+        inputs (pack()) of exactly the key's shape."""
         captured = self.ready(key)
         # pinned memory, so the copy is queued without waiting; the caching host allocator keeps
         # the row alive until the copy has run
@@ -70,9 +86,11 @@ class VerifyGraphs:
 
     def _unpacked_step(self, key: GraphKey, inputs: torch.Tensor) -> torch.Tensor:
         batch, q = key.batch, key.new_tokens
-        slots, starts, tokens = inputs[:batch], inputs[batch : 2 * batch], inputs[2 * batch :].view(batch, q)
+        slots, starts = inputs[:batch], inputs[batch : 2 * batch]
+        ends = inputs[2 * batch : 3 * batch] if key.padded else None
+        tokens = inputs[(3 if key.padded else 2) * batch :].view(batch, q)
         positions = starts[:, None] + torch.arange(q, device=inputs.device)
-        return self.step(self.kv, slots, tokens, positions, key.span, q)
+        return self.step(self.kv, slots, tokens, positions, key.span, PROMPT_LOGIT_ROWS if key.padded else q, ends)
 
     def ready(self, key: GraphKey) -> _Captured:
         """The key's graph, captured now if it has not been."""
@@ -86,8 +104,9 @@ class VerifyGraphs:
     def _capture(self, key: GraphKey) -> _Captured:
         """Warm up, then record the step. Both write keys and values only into the scratch slot's
         positions past the context, so no session's cache is touched."""
-        first_scratch = self.kv.max_len - key.new_tokens
-        scratch = pack([self.scratch_slot] * key.batch, [first_scratch] * key.batch, [[0] * key.new_tokens] * key.batch)
+        batch, q = key.batch, key.new_tokens
+        ends = [q] * batch if key.padded else None
+        scratch = pack([self.scratch_slot] * batch, [self.kv.max_len - q] * batch, [[0] * q] * batch, ends)
         inputs = scratch.to(self.kv.keys[0].device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from edgespec.engine import kernels
-from edgespec.engine.compact_model import CompactModel
+from edgespec.engine.compact_model import CompactModel, last_rows
 from edgespec.engine.static_kv import StaticKV
 
 ATTENTION, MLP = 0, 1  # the blocks of a layer, each ending in a sum over the tensor-parallel ranks
@@ -22,8 +22,10 @@ def fused_forward(
     positions: torch.Tensor,
     span: int,
     n_logits: int,
+    ends: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Logits [batch, n_logits, vocab] of the last positions, as CompactModel.forward."""
+    """Logits [batch, n_logits, vocab] of the last positions (before `ends`), as
+    CompactModel.forward."""
     shape, layers = model.shape, model.layers
     rotation = _rotation(model, positions)
     where = (slots, positions)
@@ -37,7 +39,7 @@ def fused_forward(
         x, h = _close_block(model, ATTENTION, x, (attended.flatten(2), layer.out), layer.post_norm)
         following = layers[index + 1].input_norm if index + 1 < len(layers) else model.final_norm
         x, h = _close_block(model, MLP, x, (kernels.silu_mul(_linear(h, layer.gate_up)), layer.down), following)
-    return model.gather_vocab(_linear(h[:, -n_logits:].contiguous(), model.lm_head)).float()
+    return model.gather_vocab(_linear(last_rows(h, n_logits, ends).contiguous(), model.lm_head)).float()
 
 
 def _close_block(
