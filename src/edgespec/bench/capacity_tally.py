@@ -40,12 +40,12 @@ class Tally:
     round_ms: float  # median call without a prefill
     prefill_ms: float  # median call with one or more prefills
     prefills: int
-    graphs_captured: int  # new CUDA graph shapes met (each a stall)
+    graphs_captured: list[str]  # new CUDA graph shapes met (each a stall), as GraphKey names them
     capture_s: float  # seconds those captures took
     gap: Gap | None = None  # the idle time between one call and the next, by stage
 
     @classmethod
-    def of(cls, calls: list[Call], seconds: float, graphs: tuple[int, float], gap: Gap | None = None) -> Tally:
+    def of(cls, calls: list[Call], seconds: float, graphs: tuple[list[str], float], gap: Gap | None = None) -> Tally:
         rounds = [c.seconds for c in calls if not c.prefills]
         opening = [c.seconds for c in calls if c.prefills]
         return cls(
@@ -154,12 +154,15 @@ class TimedEngine:
         graphs = self.engine.graphs
         return len(self.calls), len(graphs or []), graphs.capture_seconds if graphs else 0.0
 
+    def _captured_since(self, count: int) -> list[str]:
+        return [str(key) for key in list(self.engine.graphs or [])[count:]]  # in the order captured
+
     def tally(self, since: tuple[int, int, float], seconds: float, clock: BatchClock) -> Tally:
         self._settle()
         first_call, graphs, capture_s = since
-        _, graphs_now, capture_now = self.mark()
+        *_, capture_now = self.mark()
         calls = self.calls[first_call:]
-        return Tally.of(calls, seconds, (graphs_now - graphs, capture_now - capture_s), clock.gap(calls))
+        return Tally.of(calls, seconds, (self._captured_since(graphs), capture_now - capture_s), clock.gap(calls))
 
     def _settle(self) -> None:
         """Each GPU call's time, from its events."""
