@@ -43,6 +43,38 @@ def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
     assert torch.count_nonzero(probs).item() == 3
 
 
+def _top_p_by_full_sort(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The textbook top-p: sort the whole row, keep tokens while the mass before them is < p."""
+    if top_p >= 1.0:
+        return torch.softmax(logits, dim=-1)  # every token, however the mass rounds
+    ordered, order = torch.sort(logits, descending=True)
+    probs = torch.softmax(ordered, dim=-1)
+    dropped = torch.cumsum(probs, dim=-1) - probs >= top_p
+    return torch.softmax(logits.masked_fill(dropped.scatter(-1, order, dropped), float("-inf")), dim=-1)
+
+
+@pytest.mark.parametrize("spread", [8.0, 0.1])  # sets within 16 candidates; sets past them (a full sort)
+def test_top_p_among_candidates_keeps_what_a_full_sort_keeps(spread: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("edgespec.sampling.probs.TOP_P_CANDIDATES", 16)
+    torch.manual_seed(5)
+    logits = torch.randn(6, 200) * spread
+    params = [SamplingParams(temperature=1.0, top_p=p) for p in (0.5, 0.9, 0.95, 0.99, 1.0, 0.3)]
+    got = rows_to_probs(logits, params)
+    for row, p in enumerate(params):
+        wanted = _top_p_by_full_sort(logits[row : row + 1], p.top_p)[0]
+        assert torch.equal(got[row] > 0, wanted > 0)
+        assert torch.allclose(got[row], wanted)
+    if spread > 1:
+        assert int((got[:4] > 0).sum(dim=-1).max()) < 16  # the candidates held every set
+
+
+def test_top_p_keeps_every_token_tied_with_the_least_likely_kept() -> None:
+    logits = torch.tensor([[3.0, 1.0, 1.0, 1.0, -2.0]])
+    full = torch.softmax(logits, dim=-1)[0]
+    probs = logits_to_probs(logits, SamplingParams(temperature=1.0, top_p=float(full[:2].sum()) - 0.01))
+    assert torch.count_nonzero(probs).item() == 4  # not one of the three equals, arbitrarily
+
+
 def test_sampling_params_refuse_bad_values() -> None:
     for bad in ({"temperature": -1.0}, {"top_p": 0.0}, {"top_p": 1.5}, {"top_k": 0}, {"seed": -1}):
         with pytest.raises(ValueError):
