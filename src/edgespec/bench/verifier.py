@@ -5,6 +5,7 @@ length k, context) times one verify step of the static engine — B sessions, k+
 the verdict read back to the host — and transformers eager with a DynamicCache for comparison.
 k = 0 is the plain decode step of cloud mode. The floor of a cell is the larger of: weights plus
 the KV the step reads over the measured bandwidth; its FLOPs over the measured matrix rate.
+`--prompts` also times a session's prompt alone for each length given (verifier_prompts.py).
 
 Runs from `src/` with only torch and transformers: `python -m edgespec.bench.verifier ...`."""
 
@@ -151,7 +152,7 @@ def static_step(engine: StaticEngine, sessions: list, context: int, q: int) -> C
 
 def time_static(engine: StaticEngine, sessions: list, context: int, q: int, repeats: int) -> float:
     """Median wall time of one verify step over the sessions, verdict read back included."""
-    return _wall_median_ms(static_step(engine, sessions, context, q), repeats)
+    return wall_median_ms(static_step(engine, sessions, context, q), repeats)
 
 
 def time_eager(model: transformers.PreTrainedModel, batch: int, context: int, q: int, repeats: int) -> float:
@@ -166,10 +167,10 @@ def time_eager(model: transformers.PreTrainedModel, batch: int, context: int, q:
         out.logits.argmax(dim=-1).tolist()
         cache.crop(-q)
 
-    return _wall_median_ms(step, repeats)
+    return wall_median_ms(step, repeats)
 
 
-def _wall_median_ms(step: Callable[[], None], repeats: int) -> float:
+def wall_median_ms(step: Callable[[], None], repeats: int) -> float:
     with torch.inference_mode():
         for _ in range(3):
             step()
@@ -218,14 +219,14 @@ def _relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:
 
 def run(
     arch: str, batches: list[int], ks: list[int], contexts: list[int], eager: bool, repeats: int, fused: bool,
-    profile: bool,
+    profile: bool, prompts: list[int],
 ) -> dict:  # fmt: skip
     device = torch.device("cuda")
     ceilings = measure_ceilings(device)
     print(f"{torch.cuda.get_device_name()}: copy {ceilings.copy_bytes_per_s / 1e12:.2f} TB/s, "
           f"bf16 matmul {ceilings.matmul_flops_per_s / 1e12:.0f} TFLOP/s", flush=True)  # fmt: skip
     model = random_model(arch, device)
-    span = max(contexts) + max(ks) + 1
+    span = max(*contexts, *prompts) + max(ks) + 1
     engine = StaticEngine(model, max(*batches, 3), span, kv_budget=1 << 40, fused=fused)  # the check takes 3
     check = check_against_transformers(model, engine)
     print(f"check against transformers: relative error {check['relative_error']:.2e} (transformers against "
@@ -240,7 +241,7 @@ def run(
             for batch in batches:
                 for k in ks:
                     step = static_step(engine, sessions[:batch], context, k + 1)
-                    ms = _wall_median_ms(step, repeats)
+                    ms = wall_median_ms(step, repeats)
                     if profile:
                         print_profile(step, f"batch {batch}, k {k}, context {context}")
                     eager_ms = time_eager(model, batch, context, k + 1, max(repeats // 4, 3)) if eager else None
@@ -249,9 +250,13 @@ def run(
                     _print_cell(cells[-1])
             for s in sessions:
                 engine.release(s)
+    from edgespec.bench.verifier_prompts import time_prompts  # it builds on this module
+
+    prompt_cells = time_prompts(engine, model, ceilings, prompts, repeats)
     return {"arch": arch, "device": torch.cuda.get_device_name(), "ceilings": asdict(ceilings), "check": check,
             "fused": fused, "early_launch": kernels.LAUNCH_EARLY, "graphs": len(engine.graphs or []),
-            "cells": [asdict(c) | {"ratio": c.ratio} for c in cells]}  # fmt: skip
+            "cells": [asdict(c) | {"ratio": c.ratio} for c in cells],
+            "prompts": [asdict(c) | {"ratio": c.ratio} for c in prompt_cells]}  # fmt: skip
 
 
 def _print_cell(cell: Cell) -> None:
@@ -267,6 +272,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", default="1,8,32")
     parser.add_argument("--k", default="0,1,4,8", help="draft lengths; 0 is the plain decode step")
     parser.add_argument("--context", default="512,2048")
+    parser.add_argument("--prompts", default="", help="TP 1: also time prompts of these lengths alone")
     parser.add_argument("--no-eager", action="store_true", help="skip the transformers eager comparison")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--unfused", action="store_true", help="the step without its Triton kernels, to compare")
@@ -283,6 +289,7 @@ def main(args: argparse.Namespace) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("bench verifier needs a CUDA GPU")
     batches, ks, contexts = ([int(x) for x in text.split(",")] for text in (args.batch, args.k, args.context))
+    prompts = [int(x) for x in args.prompts.split(",") if x]
     if args.tensor_parallel_size > 1:
         from edgespec.bench.verifier_parallel import Options, run_parallel
 
@@ -291,7 +298,9 @@ def main(args: argparse.Namespace) -> None:
         result = run_parallel(args.arch, args.tensor_parallel_size, (batches, ks, contexts), options)
     else:
         kernels.LAUNCH_EARLY = not args.no_early_launch
-        result = run(args.arch, batches, ks, contexts, not args.no_eager, args.repeats, not args.unfused, args.profile)
+        result = run(
+            args.arch, batches, ks, contexts, not args.no_eager, args.repeats, not args.unfused, args.profile, prompts
+        )
     if args.out:
         with open(args.out, "w") as file:
             json.dump(result, file, indent=2)
