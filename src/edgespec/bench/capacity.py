@@ -178,7 +178,8 @@ def _line(result: Phase) -> str:
     line += (
         f"\n       {t.calls / result.seconds:.0f} forward calls/s of {t.mean_batch:.1f} sessions, engine busy "
         f"{t.busy:.0%}; a call {t.round_ms:.2f} ms, {t.prefill_ms:.2f} ms with prefills ({t.prefills} prompts); "
-        f"{len(t.graphs_captured)} graphs captured in {t.capture_s:.1f} s {t.graphs_captured or ''}"
+        f"{len(t.graphs_captured)} graphs captured in {t.capture_s:.1f} s"
+        + (f" ({', '.join(t.graphs_captured)})" if t.graphs_captured else "")
     )
     if (g := t.gap) is not None:
         line += (

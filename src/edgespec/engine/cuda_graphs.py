@@ -1,9 +1,9 @@
-"""CUDA graphs of the verify step and of prompts, one per padded shape, captured on first use. A graph replays
-the step's hundreds of kernels with one launch, which at batch 1 is most of the gap between
-eager PyTorch and the memory-bandwidth floor. A step's inputs travel as one packed row of
-integers (slots, first positions, tokens) from pinned memory in one asynchronous copy, and the
-graph unpacks them itself; the KV cache is the engine's, at fixed addresses. All graphs share one
-memory pool: they never run at once (one worker thread drives the target)."""
+"""CUDA graphs of the verify step and of prompts, one per padded shape, captured ahead or on first
+use. A graph replays the step's hundreds of kernels with one launch, which at batch 1 is most of
+the gap between eager PyTorch and the memory-bandwidth floor. A step's inputs travel as one packed
+row of integers (slots, first positions, tokens) from pinned memory in one asynchronous copy, and
+the graph unpacks them itself; the KV cache is the engine's, at fixed addresses. All graphs share
+one memory pool: they never run at once (one worker thread drives the target)."""
 
 from __future__ import annotations
 

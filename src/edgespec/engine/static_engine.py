@@ -7,7 +7,8 @@ sessions up to a power of two (padding sessions use a scratch slot), new tokens 
 batch's longest (padding tokens sit past each session's real ones and are never read), and, for
 the unfused step only, the attention span up to a power of two (the fused kernels read each
 session's own length inside the graph). A spare slot is kept as scratch for that padding, and
-positions past the context limit for capturing."""
+positions past the context limit for capturing. A prompt is padded alone to one of a few sizes
+(prompt_size) and replays a graph of its own. Only the rows whose logits are asked for reach the vocabulary head."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from edgespec.engine.static_kv import StaticKV
 GRAPH_MAX_TOKENS = 16  # new tokens per session that a round's graphs serve; more is a prompt
 # Prompts up to this long replay graphs too, padded to one of eight sizes per doubling (at most an
 # eighth of their rows are padding): run eagerly, a short prompt's few hundred kernel launches
-# take longer on the host than its kernels on the GPU. From about this length on, the kernels
-# take longer (a 512-token prompt on an H100: 14.3 ms eagerly, 13.5 ms from a graph).
+# take longer on the host than its kernels on the GPU (200 tokens on an H100: 19.3 ms eagerly, 9.1
+# from a graph). From about this length on, the kernels take longer (500 tokens: 14.0 and 13.9).
 PROMPT_GRAPH_MAX_TOKENS = 512
 CPU_KV_BUDGET = 1 << 30
 GPU_KV_SHARE = 0.5  # of the memory free once the weights are in
@@ -142,7 +143,7 @@ class StaticEngine:
         fits = size <= PROMPT_GRAPH_MAX_TOKENS and start + size <= self.kv.max_len
         if self.graphs is None or not self._fused or not fits or work.n_logits > PROMPT_LOGIT_ROWS:
             return self._eager(work)
-        padded = work.tokens + [0] * (size - len(work.tokens))  # past the end: written, never read
+        padded = work.tokens + [0] * (size - len(work.tokens))  # cached past the prompt, overwritten unread
         packed = pack([int(work.session.cache)], [start], [padded], ends=[len(work.tokens)])
         return self.graphs.run(GraphKey(1, size, self.kv.max_len, padded=True), packed)[0, -work.n_logits :]
 
