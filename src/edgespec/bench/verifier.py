@@ -226,7 +226,7 @@ def run(
     print(f"{torch.cuda.get_device_name()}: copy {ceilings.copy_bytes_per_s / 1e12:.2f} TB/s, "
           f"bf16 matmul {ceilings.matmul_flops_per_s / 1e12:.0f} TFLOP/s", flush=True)  # fmt: skip
     model = random_model(arch, device)
-    span = max(*contexts, *prompts) + max(ks) + 1
+    span = max([*contexts, *prompts]) + max(ks) + 1
     engine = StaticEngine(model, max(*batches, 3), span, kv_budget=1 << 40, fused=fused)  # the check takes 3
     check = check_against_transformers(model, engine)
     print(f"check against transformers: relative error {check['relative_error']:.2e} (transformers against "
