@@ -183,11 +183,14 @@ def wall_median_ms(step: Callable[[], None], repeats: int) -> float:
     return statistics.median(times)
 
 
+CHECKED_CONTEXTS, CHECKED_NEW_TOKENS = [100, 37, 260], 5  # the check's sessions, whatever the cells
+
+
 @torch.inference_mode()
 def check_against_transformers(model: transformers.PreTrainedModel, engine: StaticEngine) -> dict[str, float]:
     """Correct first: three sessions at different lengths verified in one replayed graph, against
     the transformers model over each whole sequence (bf16 both: expect ~1e-2 relative error)."""
-    lengths, q = [100, 37, 260], 5
+    lengths, q = CHECKED_CONTEXTS, CHECKED_NEW_TOKENS
     sessions = [engine.new_session() for _ in lengths]
     sequences = [torch.randint(0, 1000, (n + q,)).tolist() for n in lengths]
     for session, sequence, n in zip(sessions, sequences, lengths, strict=True):
@@ -226,7 +229,7 @@ def run(
     print(f"{torch.cuda.get_device_name()}: copy {ceilings.copy_bytes_per_s / 1e12:.2f} TB/s, "
           f"bf16 matmul {ceilings.matmul_flops_per_s / 1e12:.0f} TFLOP/s", flush=True)  # fmt: skip
     model = random_model(arch, device)
-    span = max([*contexts, *prompts]) + max(ks) + 1
+    span = max(max([*contexts, *prompts]) + max(ks) + 1, max(CHECKED_CONTEXTS) + CHECKED_NEW_TOKENS)
     engine = StaticEngine(model, max(*batches, 3), span, kv_budget=1 << 40, fused=fused)  # the check takes 3
     check = check_against_transformers(model, engine)
     print(f"check against transformers: relative error {check['relative_error']:.2e} (transformers against "
