@@ -110,6 +110,19 @@ def test_prompts_replay_a_graph_padded_to_their_size_and_leave_no_trace_of_the_p
     assert [key.new_tokens for key in engine.graphs if key.padded] == [320]
 
 
+@torch.inference_mode()
+def test_prompts_of_one_size_opening_together_each_get_their_own_logits() -> None:
+    """They replay one graph, one after the other, within one call."""
+    torch.manual_seed(6)
+    model = Qwen3ForCausalLM(Qwen3Config(**SMALL)).eval().cuda()
+    engine, reference = StaticEngine(model, max_sessions=4, max_context=512), TorchEngine(model)
+    prompts = [torch.randint(0, 512, (300,)).tolist() for _ in range(3)]
+    got = engine.forward_many([Work(engine.new_session(), prompt, 1) for prompt in prompts])
+    for logits, prompt in zip(got, prompts, strict=True):
+        wanted = reference.forward(reference.new_session(), prompt, 1)
+        assert (logits.float() - wanted.float()).norm() / wanted.float().norm() < TOLERANCE
+
+
 def rounds_captured(engine: StaticEngine) -> list[GraphKey]:
     assert engine.graphs is not None
     return [key for key in engine.graphs if not key.padded]

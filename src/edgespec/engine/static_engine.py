@@ -145,7 +145,8 @@ class StaticEngine:
             return self._eager(work)
         padded = work.tokens + [0] * (size - len(work.tokens))  # cached past the prompt, overwritten unread
         packed = pack([int(work.session.cache)], [start], [padded], ends=[len(work.tokens)])
-        return self.graphs.run(GraphKey(1, size, self.kv.max_len, padded=True), packed)[0, -work.n_logits :]
+        logits = self.graphs.run(GraphKey(1, size, self.kv.max_len, padded=True), packed)[0, -work.n_logits :]
+        return logits.clone()  # the next prompt of this size, in this batch too, replays into the same rows
 
     def _eager(self, work: Work) -> torch.Tensor:
         tokens, positions = self._inputs([work], len(work.tokens))
