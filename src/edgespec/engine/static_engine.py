@@ -29,8 +29,11 @@ GRAPH_MAX_TOKENS = 16  # new tokens per session that a round's graphs serve; mor
 # Prompts up to this long replay graphs too, padded to one of eight sizes per doubling (at most an
 # eighth of their rows are padding): run eagerly, a short prompt's few hundred kernel launches
 # take longer on the host than its kernels on the GPU (200 tokens on an H100: 19.3 ms eagerly, 9.1
-# from a graph). From about this length on, the kernels take longer (500 tokens: 14.0 and 13.9).
-PROMPT_GRAPH_MAX_TOKENS = 512
+# from a graph). Longer prompts' kernels outlast their launches on a quiet host (500 tokens: 14.0
+# and 13.9 ms), but a cloud's host is seldom quiet: its event loop serves the other sessions'
+# traffic, and eager launches wait for the GIL. Under `bench capacity` (H100), a call holding a
+# 512-token prompt with its first block (516 rows) took 27-33 ms eagerly, 24 ms from a graph.
+PROMPT_GRAPH_MAX_TOKENS = 1024
 CPU_KV_BUDGET = 1 << 30
 GPU_KV_SHARE = 0.5  # of the memory free once the weights are in
 NUMERICS = "torch static KV: transformers' arithmetic; exact in float32; in bf16 rounding varies with batch shape"
