@@ -26,7 +26,7 @@ from edgespec.bench.simulated_gpu import SimulatedGPU, StepCosts
 from edgespec.bench.verifier import ARCHITECTURES, random_model
 from edgespec.cloud.server import CloudServer
 from edgespec.cloud.verifier import Verifier
-from edgespec.config import DEFAULT_BATCH_WINDOW_S, CloudConfig, LinkConfig, ModelConfig, SamplingParams
+from edgespec.config import DEFAULT_BATCH_WINDOW_S, CloudConfig, Limits, LinkConfig, ModelConfig, SamplingParams
 from edgespec.engine.static_engine import StaticEngine
 from edgespec.engine.tiny import TINY_VOCAB, build_tokenizer
 from edgespec.engine.tokenizer import TokenizerInfo
@@ -149,8 +149,9 @@ def _split(items: range, parts: int) -> list[range]:
 async def measure(engine: StaticEngine | SimulatedGPU, plan: Plan) -> list[Phase]:
     tokenizer = TokenizerInfo(build_tokenizer(TINY_VOCAB), "capacity-bench", eos_token_ids=())
     config = CloudConfig(
-        ModelConfig("random weights"), port=0, synthetic_acceptance=plan.alpha, batch_window_s=plan.batch_window_s
-    )
+        ModelConfig("random weights"), port=0, synthetic_acceptance=plan.alpha, batch_window_s=plan.batch_window_s,
+        limits=Limits(max_context=engine.max_context),  # past the default, for long budgets
+    )  # fmt: skip
     timed = TimedEngine(engine)
     server = CloudServer(Verifier(timed, plan.alpha), tokenizer, config, "random weights")  # type: ignore[arg-type]
     server.batcher.observer = clock = BatchClock()
@@ -221,6 +222,8 @@ def build_engine(args: argparse.Namespace) -> tuple[StaticEngine | SimulatedGPU,
         return SimulatedGPU(StepCosts.parse(args.simulate), slots, context), f"simulated GPU ({args.simulate} ms)"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     engine = StaticEngine(random_model(args.arch, device), slots, context, kv_budget=1 << 40)
+    if engine.max_context < context:
+        raise SystemExit(f"--context plus --budget is {context - 1} tokens; {args.arch} holds {engine.max_context}")
     engine.capture_ahead((1, args.k + 1))  # as the cloud does at start-up: no capture stalls a phase
     return engine, str(device)
 
