@@ -1,7 +1,7 @@
-"""The peer-memory sum between two real GPUs (skipped with fewer; run on the lent 2-GPU machine):
-each rank gets NCCL's all-reduce followed by the add-and-norm kernel, the same bits on both ranks,
-at verify sizes and replayed from a CUDA graph; and a tensor-parallel static engine summing that way
-gives the logits of one summing through NCCL."""
+"""The peer-memory sum between two and four real GPUs (each skipped with fewer; run on the lent
+multi-GPU machines): each rank gets NCCL's all-reduce followed by the add-and-norm kernel, the same
+bits on every rank, at verify sizes and replayed from a CUDA graph; and a tensor-parallel static
+engine summing that way gives the logits of one summing through NCCL."""
 
 from __future__ import annotations
 
@@ -21,29 +21,33 @@ from edgespec.engine.tensor_parallel import Rank, collectives, join
 from edgespec.processes import free_port
 from tests.gpu.test_static_engine_gpu import SMALL
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs"),
+WORLDS = [
+    pytest.param(world, marks=pytest.mark.skipif(torch.cuda.device_count() < world, reason=f"needs {world} GPUs"))
+    for world in (2, 4)
 ]
+pytestmark = pytest.mark.gpu
 
-WORLD, WIDTH, EPS = 2, 4096, 1e-6
-
-
-def test_peer_sums_are_nccl_sums_on_every_rank() -> None:
-    _on_two_ranks(_compare_sums)
+WIDTH, EPS = 4096, 1e-6
+SHARDABLE = SMALL | {"num_key_value_heads": 4}  # key/value heads split four ways too
 
 
-def test_a_tensor_parallel_engine_summing_through_peer_memory_gives_the_nccl_logits() -> None:
-    _on_two_ranks(_compare_engines)
+@pytest.mark.parametrize("world", WORLDS)
+def test_peer_sums_are_nccl_sums_on_every_rank(world: int) -> None:
+    _on_ranks(world, _compare_sums)
 
 
-def _on_two_ranks(check: object) -> None:
+@pytest.mark.parametrize("world", WORLDS)
+def test_a_tensor_parallel_engine_summing_through_peer_memory_gives_the_nccl_logits(world: int) -> None:
+    _on_ranks(world, _compare_engines)
+
+
+def _on_ranks(world: int, check: object) -> None:
     os.environ.update(NO_MULTICAST)
-    torch.multiprocessing.spawn(_rank, args=(free_port(), check), nprocs=WORLD, join=True)
+    torch.multiprocessing.spawn(_rank, args=(world, free_port(), check), nprocs=world, join=True)
 
 
-def _rank(rank: int, port: int, check: object) -> None:
-    join(Rank(rank, WORLD, port), f"cuda:{rank}")
+def _rank(rank: int, world: int, port: int, check: object) -> None:
+    join(Rank(rank, world, port), f"cuda:{rank}")
     try:
         check(rank)  # type: ignore[operator]
     finally:
@@ -57,7 +61,7 @@ def _compare_sums(rank: int) -> None:
     weight = (torch.rand(WIDTH) + 0.5).to(device, torch.bfloat16)
     for rows in (1, 5, 40, MAX_ROWS):
         x = torch.randn(rows, WIDTH).to(device, torch.bfloat16)  # the residual stream, the same on every rank
-        partial = torch.randn(WORLD, rows, WIDTH)[rank].to(device, torch.bfloat16)  # each rank's own
+        partial = torch.randn(dist.get_world_size(), rows, WIDTH)[rank].to(device, torch.bfloat16)  # its own
         for block in (0, 1):
             peers.partial(block, x.shape).copy_(partial)
             ours = peers.add_rms_norm(block, x, weight, EPS)
@@ -76,14 +80,15 @@ def _replayed_from_a_graph(peers: PeerSum, weight: torch.Tensor, device: torch.d
     with torch.cuda.graph(graph):
         peers.partial(0, x.shape).copy_(partial)
         total, _ = peers.add_rms_norm(0, x, weight, EPS)
-    for step in range(3):  # new partials each replay, as a step's new tokens
+    world = dist.get_world_size()
+    for step in range(3):  # new partials each replay, as a step's new tokens: step + rank on each rank
         partial.copy_(torch.full_like(partial, float(step + dist.get_rank())))
         graph.replay()
-        torch.testing.assert_close(total, x + float(2 * step + 1))
+        torch.testing.assert_close(total, x + float(world * step + world * (world - 1) // 2))
 
 
 def _assert_same_on_every_rank(tensor: torch.Tensor) -> None:
-    gathered = [torch.empty_like(tensor) for _ in range(WORLD)]
+    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, tensor)
     assert all(torch.equal(gathered[0], other) for other in gathered[1:])
 
@@ -91,8 +96,8 @@ def _assert_same_on_every_rank(tensor: torch.Tensor) -> None:
 @torch.inference_mode()
 def _compare_engines(rank: int) -> None:
     torch.manual_seed(0)
-    model = Qwen3ForCausalLM(Qwen3Config(**SMALL)).eval().to(f"cuda:{rank}", torch.bfloat16)
-    parallel = collectives(Rank(rank, WORLD, 0))
+    model = Qwen3ForCausalLM(Qwen3Config(**SHARDABLE)).eval().to(f"cuda:{rank}", torch.bfloat16)
+    parallel = collectives(Rank(rank, dist.get_world_size(), 0))
     through_peers = StaticEngine(model, max_sessions=2, max_context=256, parallel=parallel)
     through_nccl = StaticEngine(model, max_sessions=2, max_context=256, parallel=parallel)
     assert connect(through_peers.model)
