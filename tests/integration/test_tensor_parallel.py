@@ -9,6 +9,8 @@ import asyncio
 import os
 import queue
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from edgespec.config import Mode, ModelConfig
 from edgespec.engine.backends import open_parallel
 from edgespec.engine.loading import load_model
 from edgespec.engine.static_engine import StaticEngine
-from edgespec.engine.tensor_parallel import RANK_LOST_EXIT, MirroredEngine
+from edgespec.engine.tensor_parallel import RANK_LOST_EXIT, MirroredEngine, RankWatch
 from edgespec.processes import CLOUD_READY, cloud_process, started_process
 from tests.conftest import TinyPair
 from tests.integration.test_greedy_equality import MAX_TOKENS, PROMPTS, generate_all, target_greedy
@@ -89,3 +91,16 @@ def test_a_cloud_whose_rank_dies_exits_saying_so(tiny_pair: TinyPair, tmp_path: 
         os.kill(int(children[0]), signal.SIGKILL)
         assert cloud.process.wait(timeout=30) == RANK_LOST_EXIT
     assert "tensor-parallel rank 1 has exited" in log.read_text()
+
+
+def test_a_rank_that_exits_before_the_group_forms_is_reported_at_once() -> None:
+    """Rank 0 would otherwise wait for it in the group's start-up, for up to its ten-minute timeout."""
+    lost: queue.Queue[tuple[int, int]] = queue.Queue()
+    follower = subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"], stdin=subprocess.PIPE)
+    watch = RankWatch([follower], on_rank_lost=lambda *rank: lost.put(rank))
+    try:
+        assert lost.get(timeout=10) == (1, 7)
+    finally:
+        watch.stop()
+        assert follower.stdin is not None
+        follower.stdin.close()

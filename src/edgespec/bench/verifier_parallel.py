@@ -37,7 +37,7 @@ from edgespec.engine.compact_model import CompactModel
 from edgespec.engine.peer_sum import connect
 from edgespec.engine.sharding import check_divisible, shard_head
 from edgespec.engine.static_engine import StaticEngine
-from edgespec.engine.tensor_parallel import Rank, all_gather_last, all_reduce, collectives, join
+from edgespec.engine.tensor_parallel import Rank, all_gather_last, all_reduce, collectives, join, leave
 
 # The lent multi-GPU machines require NVLink multicast off (their notes say why).
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -73,7 +73,7 @@ def run_parallel(arch: str, world: int, grid: Grid, options: Options) -> dict[st
     for process in ranks:
         process.start()
     result = results.get()
-    for process in ranks:  # their work is done; a rank stuck tearing NCCL down must not hold us
+    for process in ranks:  # their work is done; should one hang leaving the group, it must not hold us
         process.join(timeout=30)
         if process.is_alive():
             process.terminate()
@@ -126,6 +126,7 @@ def _measure(rank: Rank, arch: str, grid: Grid, options: Options) -> dict[str, A
             for s in sessions:
                 engine.release(s)
     dist.barrier()
+    leave(engine)
     return {"arch": arch, "tensor_parallel_size": rank.world, "device": torch.cuda.get_device_name(device),
             "sums": "peer memory" if options.peer_sums else "nccl", "early_launch": options.early_launch,
             "ceilings": asdict(ceilings), "cells": [asdict(c) | {"ratio": c.ratio} for c in cells]}  # fmt: skip

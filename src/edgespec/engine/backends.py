@@ -21,7 +21,6 @@ if TYPE_CHECKING:  # the heavy modules (torch, transformers) load only when a mo
     from edgespec.engine.tensor_parallel import RankLost
     from edgespec.engine.tokenizer import TokenizerInfo
 
-ROUNDS_CAPTURED_AHEAD = (1, 5)  # new tokens of a decode step and of a block of the edges' default k = 4
 LLAMACPP_HINT = "install it with: pip install 'edgespec[llamacpp]' (builds llama.cpp, about 8 minutes on 2 cores)"
 
 
@@ -55,7 +54,7 @@ def open_model(config: ModelConfig, max_sessions: int = 64, kv_tokens: int = 163
         path = resolve_model_path(config.name)
         try:
             static = StaticEngine(load_model(path, config), max_sessions)
-            static.capture_ahead(ROUNDS_CAPTURED_AHEAD)
+            static.capture_ahead()
             return static, load_tokenizer(path)
         except ValueError as exc:  # an architecture the compact forward does not cover
             raise ModelLoadError(f"{exc}; use --engine torch") from None
@@ -80,6 +79,7 @@ def open_parallel(
     from edgespec.engine.tensor_parallel import (
         MirroredEngine,
         Rank,
+        RankWatch,
         exit_on_rank_lost,
         join_with,
         sharded_engine,
@@ -87,12 +87,13 @@ def open_parallel(
     )
     from edgespec.processes import free_port
 
+    path = resolve_model_path(config.name)  # a bad path fails here, once, not in every rank
     rank = Rank(0, world, free_port())
     followers = start_followers(config, world, rank.port, max_sessions)
+    watch = RankWatch(followers, on_rank_lost or exit_on_rank_lost)
     local = sharded_engine(config, rank, max_sessions)
     join_with(local, rank)
-    engine = MirroredEngine(local, followers, on_rank_lost or exit_on_rank_lost)
-    return engine, load_tokenizer(resolve_model_path(config.name))
+    return MirroredEngine(local, followers, watch), load_tokenizer(path)
 
 
 def prepare_model(config: ModelConfig) -> None:

@@ -26,6 +26,7 @@ from edgespec.engine.slots import SlotPool
 from edgespec.engine.static_kv import StaticKV
 
 GRAPH_MAX_TOKENS = 16  # new tokens per session that a round's graphs serve; more is a prompt
+ROUNDS_CAPTURED_AHEAD = (1, 5)  # new tokens of a decode step and of a block of the edges' default k = 4
 # Prompts up to this long replay graphs too, padded to one of eight sizes per doubling (at most an
 # eighth of their rows are padding): run eagerly, a short prompt's few hundred kernel launches
 # take longer on the host than its kernels on the GPU (200 tokens on an H100: 19.3 ms eagerly, 9.1
@@ -97,7 +98,7 @@ class StaticEngine:
         prepare(self.model)
         return functools.partial(fused_forward, self.model)
 
-    def capture_ahead(self, new_tokens: Iterable[int]) -> None:
+    def capture_ahead(self, new_tokens: Iterable[int] = ROUNDS_CAPTURED_AHEAD) -> None:
         """Capture now, for every batch size, the graphs of rounds of these sizes (a decode step is
         1 new token, a block of k drafted tokens k + 1), and the graph of every prompt size:
         captured on first use, each would stall every waiting session (~0.1 s, and ~1 s for a

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import gc
 import itertools
 import logging
 import os
@@ -45,9 +46,6 @@ FOLLOWER_EXIT_S = 30
 FOLLOWER_POLL_S = 0.5  # how often the cloud looks whether the other ranks still live
 RANK_LOST_EXIT = 3  # the cloud's exit status when another rank has died under it
 FRAME_HEADER = 4  # bytes of a call's length, before the call
-# On GPUs, verified end to end over this many ranks; over four H200s the engine's test did not
-# finish (docs/scaling.md), so a larger group is served with a warning.
-VERIFIED_GPU_RANKS = 2
 
 
 @dataclass(frozen=True)
@@ -77,6 +75,18 @@ def join(rank: Rank, device: str) -> None:
     )
 
 
+def leave(*engines: StaticEngine) -> None:
+    """Close this rank's engines, then the group. NCCL will not destroy a communicator while a CUDA
+    graph that captured one of its collectives lives (the graph holds a reference that only its
+    destruction drops): it waits forever. So the graphs go first, those kept alive by cycles too."""
+    for engine in engines:
+        engine.close()
+    gc.collect()
+    if dist.get_backend() == "nccl":
+        torch.cuda.synchronize()
+    dist.destroy_process_group()
+
+
 def all_reduce(x: torch.Tensor) -> torch.Tensor:
     dist.all_reduce(x)
     return x
@@ -97,23 +107,25 @@ def sharded_engine(model_config: ModelConfig, rank: Rank, max_sessions: int) -> 
     from edgespec.engine.fetch import resolve_model_path
     from edgespec.engine.loading import load_model
 
-    config = ModelConfig(model_config.name, device=rank.device(model_config.device), dtype=model_config.dtype,
-                         threads=model_config.threads, engine="static")  # fmt: skip
+    device = rank.device(model_config.device)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)  # Triton launches on the current GPU: the shard's own, before its tuning runs
+    config = ModelConfig(model_config.name, device=device, dtype=model_config.dtype, threads=model_config.threads,
+                         engine="static")  # fmt: skip
     model = load_model(resolve_model_path(config.name), config)
     return StaticEngine(model, max_sessions, parallel=collectives(rank))
 
 
 def join_with(engine: StaticEngine, rank: Rank) -> None:
     """Form the group around this rank's loaded shard (see join); on GPUs that reach each other's
-    memory, its fused step then sums through that memory, not NCCL (engine/peer_sum.py)."""
+    memory, its fused step then sums through that memory, not NCCL (engine/peer_sum.py). Then its
+    graphs are captured, as a single GPU's are at start-up."""
     join(rank, str(engine.device))
     if engine.device.type == "cuda":
-        if rank.world > VERIFIED_GPU_RANKS and rank.rank == 0:
-            log.warning("tensor parallel over %d GPUs is not verified: over four, a test of the engine did not "
-                        "finish (docs/scaling.md); two GPUs are", rank.world)  # fmt: skip
         from edgespec.engine.peer_sum import connect  # Triton: GPU installs only
 
         connect(engine.model)
+    engine.capture_ahead()  # every rank the same graphs in the same order: their collectives meet
 
 
 RankLost = Callable[[int, int], None]  # (rank, its exit status)
@@ -128,14 +140,37 @@ def exit_on_rank_lost(rank: int, status: int) -> None:
     os._exit(RANK_LOST_EXIT)
 
 
+class RankWatch:
+    """Watches ranks 1..world-1 from their start: one that exits while it is still needed (loading
+    its shard, forming the group, serving) is reported at once, not when the group's start-up
+    times out ten minutes later, or at the next call."""
+
+    def __init__(self, followers: list[subprocess.Popen[bytes]], on_rank_lost: RankLost = exit_on_rank_lost) -> None:
+        self._followers = followers
+        self._on_rank_lost = on_rank_lost
+        self._stopped = threading.Event()
+        threading.Thread(target=self._watch, name="rank watch", daemon=True).start()
+
+    def stop(self) -> None:
+        """The ranks are told to leave now: their exits are expected."""
+        self._stopped.set()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(FOLLOWER_POLL_S):
+            for rank, follower in enumerate(self._followers, start=1):
+                status = follower.poll()
+                if status is not None and not self._stopped.is_set():
+                    self._on_rank_lost(rank, status)
+                    return
+
+
 class MirroredEngine:
     """Rank 0's engine: the local shard, with every call repeated on the other ranks."""
 
-    def __init__(
-        self, local: StaticEngine, followers: list[subprocess.Popen[bytes]], on_rank_lost: RankLost = exit_on_rank_lost
-    ) -> None:
+    def __init__(self, local: StaticEngine, followers: list[subprocess.Popen[bytes]], watch: RankWatch) -> None:
         self.local = local
         self._followers = followers
+        self._watch = watch
         self.numerics = f"{local.numerics}; tensor parallel over {dist.get_world_size()} ranks"
         self.vocab_size = local.vocab_size
         self.max_context = local.max_context
@@ -144,8 +179,6 @@ class MirroredEngine:
         self.device = local.device
         self._ids = itertools.count()
         self._sids: dict[int, int] = {}  # id(session) → the number the other ranks know it by
-        self._closing = threading.Event()
-        threading.Thread(target=self._watch, args=(on_rank_lost,), name="rank watch", daemon=True).start()
 
     def new_session(self) -> KVSession:
         session = self.local.new_session()
@@ -168,11 +201,10 @@ class MirroredEngine:
         self.local.release(session)
 
     def close(self) -> None:
-        self._closing.set()
+        self._watch.stop()
         with contextlib.suppress(RuntimeError):  # a rank that has exited already needs no telling
             self._tell("close")
-        self.local.close()
-        dist.destroy_process_group()
+        leave(self.local)
         for follower in self._followers:  # they leave on "close"; one that hangs is stopped
             assert follower.stdin is not None
             with contextlib.suppress(OSError):  # a pipe whose other end has closed
@@ -192,14 +224,6 @@ class MirroredEngine:
                 follower.stdin.flush()
             except OSError as exc:  # its end of the pipe is closed: it has exited
                 raise RuntimeError(f"tensor-parallel rank {rank} has exited (status {follower.poll()})") from exc
-
-    def _watch(self, on_rank_lost: RankLost) -> None:
-        while not self._closing.wait(FOLLOWER_POLL_S):
-            for rank, follower in enumerate(self._followers, start=1):
-                status = follower.poll()
-                if status is not None and not self._closing.is_set():
-                    on_rank_lost(rank, status)
-                    return
 
 
 def _frame(command: tuple[Any, ...]) -> bytes:
@@ -229,8 +253,7 @@ def follow(engine: StaticEngine, commands: BinaryIO) -> None:
         elif name == "release":
             engine.release(sessions.pop(args[0]))
         elif name == "close":
-            engine.close()
-            dist.destroy_process_group()
+            leave(engine)
             return
 
 
@@ -264,6 +287,7 @@ def main() -> None:
     parser.add_argument("--dtype")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: the cloud tells us when to leave
     rank = Rank(args.rank, args.world, args.port)
     config = ModelConfig(args.model, device=args.device, dtype=args.dtype, threads=args.threads, engine="static")
     engine = sharded_engine(config, rank, args.max_sessions)

@@ -10,10 +10,11 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -63,9 +64,12 @@ def build_model(vocab_size: int, seed: int, layers: int = 2) -> Qwen2ForCausalLM
     return Qwen2ForCausalLM(config).eval()
 
 
-def perturbed_copy(model: Qwen2ForCausalLM, noise: float, seed: int) -> Qwen2ForCausalLM:
-    """A draft that agrees with its target often but not always."""
-    draft = Qwen2ForCausalLM(model.config).eval()
+ModelT = TypeVar("ModelT", bound=PreTrainedModel)
+
+
+def perturbed_copy(model: ModelT, noise: float, seed: int) -> ModelT:
+    """A draft that agrees with its target often but not always (of the target's architecture)."""
+    draft = type(model)(model.config).eval()
     draft.load_state_dict(model.state_dict())
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -74,7 +78,7 @@ def perturbed_copy(model: Qwen2ForCausalLM, noise: float, seed: int) -> Qwen2For
     return draft
 
 
-def save(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, folder: Path) -> Path:
+def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, folder: Path) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
