@@ -14,6 +14,8 @@ from dataclasses import dataclass
 NAMESPACE = "edgespec-cloud"
 EDGE_DEVICE, CLOUD_DEVICE = "es-edge", "es-cloud"
 EDGE_ADDRESS, CLOUD_ADDRESS, PREFIX = "169.254.77.1", "169.254.77.2", 30
+# what `ip link delete` says of a link already gone: not found by name, or gone while it was deleted
+LINK_GONE = ("Cannot find device", "No such device")
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,9 @@ def down() -> None:
     if is_up():
         _run("ip", "netns", "delete", NAMESPACE)
     # the namespace's end of the pair goes with it and takes ours along, a moment later: a pair
-    # that vanished between the two commands is what we wanted
+    # that vanished before the command looked it up, or while it ran, is what we wanted
     deleted = subprocess.run(["ip", "link", "delete", EDGE_DEVICE], capture_output=True, text=True)
-    if deleted.returncode != 0 and "Cannot find device" not in deleted.stderr:
+    if deleted.returncode != 0 and not any(gone in deleted.stderr for gone in LINK_GONE):
         raise ValueError(f"`ip link delete {EDGE_DEVICE}` failed: {deleted.stderr.strip()}")
     deadline = time.monotonic() + 5.0  # and wait until it is gone, so a new pair can take its name
     while _link_exists() and time.monotonic() < deadline:
