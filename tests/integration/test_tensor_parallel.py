@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -20,8 +21,8 @@ from edgespec.config import Mode, ModelConfig
 from edgespec.engine.backends import open_parallel
 from edgespec.engine.loading import load_model
 from edgespec.engine.static_engine import StaticEngine
-from edgespec.engine.tensor_parallel import RANK_LOST_EXIT, MirroredEngine, RankWatch
-from edgespec.processes import CLOUD_READY, cloud_process, started_process
+from edgespec.engine.tensor_parallel import RANK_LOST_EXIT, MirroredEngine, Rank, RankWatch, collectives, join, leave
+from edgespec.processes import CLOUD_READY, cloud_process, free_port, started_process
 from tests.conftest import TinyPair
 from tests.integration.test_greedy_equality import MAX_TOKENS, PROMPTS, generate_all, target_greedy
 
@@ -104,3 +105,27 @@ def test_a_rank_that_exits_before_the_group_forms_is_reported_at_once() -> None:
         watch.stop()
         assert follower.stdin is not None
         follower.stdin.close()
+
+
+def test_ranks_that_can_hold_different_numbers_of_sessions_settle_on_the_fewest(tiny_pair: TinyPair) -> None:
+    """Each rank must hold the same sessions in the same slots (and on GPUs capture the same graphs),
+    though their free memory, and the slots it holds, may differ: here rank 1 can hold four, rank 0
+    eight."""
+    context = torch.multiprocessing.get_context("spawn")
+    results = context.SimpleQueue()
+    port = free_port()
+    ranks = [context.Process(target=_sessions_held, args=(Rank(r, 2, port), tiny_pair.target, 8 >> r, results))
+             for r in range(2)]  # fmt: skip
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=60)
+    assert sorted(results.get() for _ in ranks) == [(0, 4), (1, 4)]
+
+
+def _sessions_held(rank: Rank, target: Path, sessions: int, results: Any) -> None:
+    join(rank, "cpu")
+    model = load_model(target, ModelConfig(str(target), device="cpu", threads=1, engine="static"))
+    engine = StaticEngine(model, max_sessions=sessions, parallel=collectives(rank))
+    results.put((rank.rank, engine.max_sessions))
+    leave(engine)

@@ -81,7 +81,6 @@ def open_parallel(
         Rank,
         RankWatch,
         exit_on_rank_lost,
-        join_with,
         sharded_engine,
         start_followers,
     )
@@ -91,9 +90,7 @@ def open_parallel(
     rank = Rank(0, world, free_port())
     followers = start_followers(config, world, rank.port, max_sessions)
     watch = RankWatch(followers, on_rank_lost or exit_on_rank_lost)
-    local = sharded_engine(config, rank, max_sessions)
-    join_with(local, rank)
-    return MirroredEngine(local, followers, watch), load_tokenizer(path)
+    return MirroredEngine(sharded_engine(config, rank, max_sessions), followers, watch), load_tokenizer(path)
 
 
 def prepare_model(config: ModelConfig) -> None:

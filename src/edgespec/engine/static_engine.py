@@ -73,6 +73,8 @@ class StaticEngine:
         per_slot = 2 * shape.layers * shape.kv_heads * (self.max_context + GRAPH_MAX_TOKENS) * shape.head_dim
         per_slot *= self.model.embed.element_size()
         self.max_sessions = max(1, min(max_sessions, (kv_budget or self._default_budget()) // per_slot - 1))
+        if parallel is not None:
+            self.max_sessions = _fewest(self.max_sessions, parallel, self.device)
         self._scratch_slot = self.max_sessions
         self.kv = StaticKV(
             shape.layers,
@@ -196,3 +198,11 @@ class StaticEngine:
 
     def close(self) -> None:
         self.graphs = None
+
+
+def _fewest(sessions: int, parallel: Parallel, device: torch.device) -> int:
+    """The fewest sessions any rank's memory holds. Every rank must hold the same sessions in the
+    same slots and capture the same graphs (their collectives meet); free memory, and with it the
+    slots that fit, can differ a little from one GPU to the next."""
+    every_rank = parallel.all_gather(torch.tensor([sessions], device=device))
+    return int(every_rank.min())

@@ -104,6 +104,9 @@ def collectives(rank: Rank) -> Parallel:
 
 
 def sharded_engine(model_config: ModelConfig, rank: Rank, max_sessions: int) -> StaticEngine:
+    """This rank's shard, ready to serve: loaded, in the group, its KV slots settled with the other
+    ranks' (engine/static_engine.py), summing through peer memory on GPUs that reach each other's
+    (engine/peer_sum.py; else NCCL), its graphs captured as a single GPU's are at start-up."""
     from edgespec.engine.fetch import resolve_model_path
     from edgespec.engine.loading import load_model
 
@@ -113,19 +116,14 @@ def sharded_engine(model_config: ModelConfig, rank: Rank, max_sessions: int) -> 
     config = ModelConfig(model_config.name, device=device, dtype=model_config.dtype, threads=model_config.threads,
                          engine="static")  # fmt: skip
     model = load_model(resolve_model_path(config.name), config)
-    return StaticEngine(model, max_sessions, parallel=collectives(rank))
-
-
-def join_with(engine: StaticEngine, rank: Rank) -> None:
-    """Form the group around this rank's loaded shard (see join); on GPUs that reach each other's
-    memory, its fused step then sums through that memory, not NCCL (engine/peer_sum.py). Then its
-    graphs are captured, as a single GPU's are at start-up."""
-    join(rank, str(engine.device))
+    join(rank, device)
+    engine = StaticEngine(model, max_sessions, parallel=collectives(rank))
     if engine.device.type == "cuda":
         from edgespec.engine.peer_sum import connect  # Triton: GPU installs only
 
         connect(engine.model)
     engine.capture_ahead()  # every rank the same graphs in the same order: their collectives meet
+    return engine
 
 
 RankLost = Callable[[int, int], None]  # (rank, its exit status)
@@ -290,9 +288,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: the cloud tells us when to leave
     rank = Rank(args.rank, args.world, args.port)
     config = ModelConfig(args.model, device=args.device, dtype=args.dtype, threads=args.threads, engine="static")
-    engine = sharded_engine(config, rank, args.max_sessions)
-    join_with(engine, rank)
-    follow(engine, sys.stdin.buffer)
+    follow(sharded_engine(config, rank, args.max_sessions), sys.stdin.buffer)
 
 
 if __name__ == "__main__":
