@@ -4,6 +4,8 @@ while another session's long prefill shares their batch."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -64,6 +66,25 @@ def test_one_graph_serves_sessions_of_every_context_length() -> None:
         assert relative < TOLERANCE  # (argmaxes may differ: random weights give near ties, TF32 rounds them)
         engine.release(ours)
     assert len(rounds_captured(engine)) == 1
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_an_engine_on_the_second_gpu_serves_from_a_thread_that_never_chose_a_gpu() -> None:
+    """Such a thread's current GPU is the first (the cloud's model worker is one), and Triton
+    launches on the current GPU: the engine must make its own current."""
+    torch.manual_seed(2)
+    model = Qwen3ForCausalLM(Qwen3Config(**SMALL)).eval().to("cuda:1")
+    engine, reference = StaticEngine(model, max_sessions=2, max_context=512), TorchEngine(model)
+    prompt = torch.randint(0, 512, (60,)).tolist()
+    ours, theirs = engine.new_session(), reference.new_session()
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        worker.submit(engine.forward, ours, prompt, 1).result()
+        got = worker.submit(engine.forward, ours, [5, 6, 7, 8, 9], 5).result()
+    reference.forward(theirs, prompt, 1)
+    wanted = reference.forward(theirs, [5, 6, 7, 8, 9], 5)
+    assert got.device == torch.device("cuda:1") and len(engine.graphs or []) >= 1
+    relative = (got.float() - wanted.float()).norm() / wanted.float().norm()
+    assert relative < TOLERANCE
 
 
 def test_the_skinny_kernel_is_tuned_for_every_weight_shape_at_start_up() -> None:

@@ -12,8 +12,9 @@ positions past the context limit for capturing. A prompt is padded alone to one 
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from transformers import PreTrainedModel
@@ -88,9 +89,16 @@ class StaticEngine:
         self._slots = SlotPool(self.max_sessions, "KV slots", RuntimeError)
         on_gpu = self.device.type == "cuda"
         self._fused = fused and on_gpu
-        self._step = self._chosen_step(self._fused)
+        with self._on_own_gpu():  # the fused step tunes its kernels now
+            self._step = self._chosen_step(self._fused)
         self.graphs = VerifyGraphs(self._step, self.kv, self._scratch_slot) if on_gpu else None
         self.batch_tokens = self.max_sessions * GRAPH_MAX_TOKENS
+
+    def _on_own_gpu(self) -> contextlib.AbstractContextManager[object]:
+        """This engine's GPU made current for a call. Triton launches kernels on the current GPU,
+        not the tensors', and which GPU is current is per thread: the first, in a thread that did
+        not choose (the model worker's), whatever GPU the engine is on."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def _chosen_step(self, fused: bool) -> Step:
         if not fused:
@@ -107,13 +115,18 @@ class StaticEngine:
         size's first kernels). Fused path only: the unfused graphs also depend on the context."""
         if self.graphs is None or not self._fused:
             return
+        with self._on_own_gpu():
+            for key in self._keys_ahead(new_tokens):
+                self.graphs.ready(key)
+
+    def _keys_ahead(self, new_tokens: Iterable[int]) -> Iterator[GraphKey]:
         largest = bucket(self.max_sessions, 1)
         for q in new_tokens:
             for batch in (2**i for i in range(largest.bit_length())):  # 1, 2, 4, ... largest
-                self.graphs.ready(GraphKey(batch, q, self.kv.max_len))
+                yield GraphKey(batch, q, self.kv.max_len)
         for size in sorted({prompt_size(n) for n in range(GRAPH_MAX_TOKENS + 1, PROMPT_GRAPH_MAX_TOKENS + 1)}):
             if size <= self.kv.max_len:
-                self.graphs.ready(GraphKey(1, size, self.kv.max_len, padded=True))
+                yield GraphKey(1, size, self.kv.max_len, padded=True)
 
     def _default_budget(self) -> int:
         if self.device.type != "cuda":
@@ -127,8 +140,12 @@ class StaticEngine:
     def forward(self, session: KVSession, tokens: list[int], n_logits: int) -> torch.Tensor:
         return self.forward_many([Work(session, tokens, n_logits)])[0]
 
-    @torch.inference_mode()
     def forward_many(self, works: list[Work]) -> list[torch.Tensor]:
+        with self._on_own_gpu():
+            return self._forward_many(works)
+
+    @torch.inference_mode()
+    def _forward_many(self, works: list[Work]) -> list[torch.Tensor]:
         for work in works:
             if len(work.session.tokens) + len(work.tokens) > self.max_context:
                 raise ValueError(f"a session would exceed the context of {self.max_context} tokens")
