@@ -129,3 +129,15 @@ def _sessions_held(rank: Rank, target: Path, sessions: int, results: Any) -> Non
     engine = StaticEngine(model, max_sessions=sessions, parallel=collectives(rank))
     results.put((rank.rank, engine.max_sessions))
     leave(engine)
+
+
+def test_a_cloud_split_over_two_ranks_stops_cleanly_on_sigterm(tiny_pair: TinyPair, tmp_path: Path) -> None:
+    """What systemd and `docker stop` send: the ranks leave their group and every process exits 0."""
+    log = tmp_path / "cloud.log"
+    args = ["cloud", "--model", str(tiny_pair.target), "--port", "0", "--engine", "static"]
+    with started_process([*args, "--tensor-parallel-size", "2", "--threads", "1"], CLOUD_READY, log) as cloud:
+        children = Path(f"/proc/{cloud.process.pid}/task/{cloud.process.pid}/children").read_text().split()
+        cloud.process.send_signal(signal.SIGTERM)
+        assert cloud.process.wait(timeout=60) == 0, log.read_text()[-2000:]
+    assert "SIGTERM: closing" in log.read_text()
+    assert not any(Path(f"/proc/{child}").exists() for child in children), "the other rank has exited too"

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import prometheus_client
 
@@ -14,6 +17,8 @@ from edgespec.cloud.verifier import Verifier
 from edgespec.config import CLOUD_READY_LINE, CloudConfig, ModelConfig, SpecConfig
 from edgespec.engine.backends import open_model, open_parallel
 from edgespec.engine.tokenizer import TokenizerInfo
+
+log = logging.getLogger("edgespec.cloud")
 
 READY_LINE = CLOUD_READY_LINE
 CLOUD_KV_TOKENS = 16384  # llama.cpp: KV positions all sessions share (torch grows each session's cache)
@@ -57,10 +62,29 @@ async def serve(config: CloudConfig) -> None:
         flush=True,
     )
     try:
-        await server.serve_forever()
+        await _until_terminated(server.serve_forever())
     finally:
         with contextlib.suppress(asyncio.CancelledError):
             await server.close()
+
+
+async def _until_terminated(serving: Coroutine[Any, Any, None]) -> None:
+    """Serve until SIGTERM (what systemd and `docker stop` send), then return: the cloud then closes
+    as on Ctrl-C (its edges see their links close and fail over, tensor-parallel ranks leave their
+    group) and exits with status 0, where the default action would kill it on the spot."""
+    terminated = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, terminated.set)
+    tasks = [asyncio.ensure_future(serving), asyncio.ensure_future(terminated.wait())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # a server that failed raises here
+        log.info("SIGTERM: closing")
+    finally:
+        for task in tasks:
+            task.cancel()
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _serve_metrics(server: CloudServer, host: str, port: int) -> str:
