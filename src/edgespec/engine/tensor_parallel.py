@@ -111,8 +111,6 @@ def sharded_engine(model_config: ModelConfig, rank: Rank, max_sessions: int) -> 
     from edgespec.engine.loading import load_model
 
     device = rank.device(model_config.device)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)  # Triton launches on the current GPU: the shard's own, before its tuning runs
     config = ModelConfig(model_config.name, device=device, dtype=model_config.dtype, threads=model_config.threads,
                          engine="static")  # fmt: skip
     model = load_model(resolve_model_path(config.name), config)
