@@ -59,14 +59,14 @@ class Verifier:
         started = time.perf_counter()
         k = len(draft.tokens)
         logits = extend(self.engine, session.kv, session.committed, list(draft.tokens), k + 1)  # [k+1, vocab]
-        return self._conclude(session, draft, logits, time.perf_counter() - started)
+        return self._conclude(session, draft, logits, started)
 
     def verify_many(
         self, rounds: list[tuple[TargetSession, Draft]], queued: threading.Event | None = None
     ) -> list[RoundResult]:
         """Several sessions' rounds in one forward call (the engine batches them where it can);
         `queued` is set once a GPU has the call (before its results are read). Each round reports
-        the whole call's time: that is what its edge waited for."""
+        the time from the call's start to its own decision: that is what its edge waited for."""
         started = time.perf_counter()
         works = [Work(s.kv, self._round_tokens(s, d), len(d.tokens) + 1) for s, d in rounds]
         all_logits = self.engine.forward_many(works)
@@ -75,9 +75,8 @@ class Verifier:
         choices = greedy_rows(all_logits)  # every session's greedy choices in one copy to the host
         sampled = [i for i, (session, _) in enumerate(rounds) if self._samples(session)]
         decided = dict(zip(sampled, self._sampled([(*rounds[i], all_logits[i]) for i in sampled]), strict=True))
-        seconds = time.perf_counter() - started
         return [
-            self._conclude(s, d, logits, seconds, picks, decided.get(i))
+            self._conclude(s, d, logits, started, picks, decided.get(i))
             for i, ((s, d), logits, picks) in enumerate(zip(rounds, all_logits, choices, strict=True))
         ]
 
@@ -97,7 +96,7 @@ class Verifier:
         session: TargetSession,
         draft: Draft,
         logits: torch.Tensor,
-        seconds: float,
+        started: float,  # time.perf_counter() when the round's forward call began
         choices: list[int] | None = None,
         decision: tuple[int, int] | None = None,
     ) -> RoundResult:
@@ -109,7 +108,7 @@ class Verifier:
         session.committed += produced
         self.engine.truncate(session.kv, len(session.committed) - 1)
         logprobs = _report(session, logits, produced)
-        return RoundResult(accepted, token, seconds, logprobs)
+        return RoundResult(accepted, token, time.perf_counter() - started, logprobs)
 
     def release(self, session: TargetSession) -> None:
         self.engine.release(session.kv)
