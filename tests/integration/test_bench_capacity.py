@@ -42,7 +42,7 @@ def test_a_simulated_gpu_runs_the_real_cloud_at_the_step_times_given(tmp_path: P
         assert tally["calls"] / phase["seconds"] <= 1000 / 20
         gap = tally["gap"]  # the idle time between calls, stage by stage, in the order they happen
         assert 0 <= gap["verdicts_out_ms"] <= gap["launched_ms"] <= gap["next_call_ms"] < 100
-        assert gap["last_round_in_ms"] <= gap["launched_ms"]
+        assert gap["first_round_in_ms"] <= gap["last_round_in_ms"] <= gap["launched_ms"]
 
 
 def test_simulated_costs_must_be_three_non_negative_numbers() -> None:

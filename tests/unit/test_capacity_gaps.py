@@ -8,7 +8,7 @@ import pytest
 from edgespec.bench.capacity_tally import BatchClock, Call
 
 
-def test_each_gap_is_split_at_the_verdicts_the_last_round_the_launch_and_the_next_call() -> None:
+def test_each_gap_is_split_at_the_verdicts_the_first_and_last_rounds_the_launch_and_the_next_call() -> None:
     clock = BatchClock()
     calls = [Call(0.0, 0.010, 2, 0), Call(0.015, 0.010, 2, 0), Call(0.031, 0.010, 2, 0)]
     clock.released(0.0105)
@@ -21,7 +21,8 @@ def test_each_gap_is_split_at_the_verdicts_the_last_round_the_launch_and_the_nex
     gap = clock.gap(calls)
     assert gap is not None
     assert gap.verdicts_out_ms == pytest.approx(0.5)
-    assert gap.last_round_in_ms == pytest.approx((2.0 + 0.0) / 2)  # the second gap waited for no round
+    assert gap.first_round_in_ms == pytest.approx((1.0 + 0.0) / 2)  # the second gap waited for no round
+    assert gap.last_round_in_ms == pytest.approx((2.0 + 0.0) / 2)
     assert gap.launched_ms == pytest.approx((2.5 + 1.5) / 2)
     assert gap.next_call_ms == pytest.approx((5.0 + 6.0) / 2)
 

@@ -185,7 +185,8 @@ def _line(result: Phase) -> str:
     if (g := t.gap) is not None:
         line += (
             f"\n       idle between calls (median ms after one call's results): verdicts out {g.verdicts_out_ms:.2f}, "
-            f"last round in {g.last_round_in_ms:.2f}, launched {g.launched_ms:.2f}, next call {g.next_call_ms:.2f}"
+            f"rounds in {g.first_round_in_ms:.2f} to {g.last_round_in_ms:.2f}, launched {g.launched_ms:.2f}, "
+            f"next call {g.next_call_ms:.2f}"
         )
     return line
 

@@ -64,10 +64,12 @@ class Tally:
 @dataclass(frozen=True)
 class Gap:
     """Median milliseconds from a call's results to: its verdicts leaving the worker (decided,
-    handed to the event loop), the last round the next batch waited for, that batch's launch,
-    and the next call starting on the engine."""
+    handed to the event loop), the first and the last round the next batch waited for (the first
+    shows an edge's turnaround, the span to the last the loop's work for the rest), that batch's
+    launch, and the next call starting on the engine."""
 
     verdicts_out_ms: float
+    first_round_in_ms: float
     last_round_in_ms: float
     launched_ms: float
     next_call_ms: float
@@ -98,15 +100,16 @@ class BatchClock:
             return None
         return Gap(*(1000 * statistics.median(column) for column in zip(*stages, strict=True)))
 
-    def _stages(self, before: Call, after: Call) -> tuple[float, float, float, float] | None:
+    def _stages(self, before: Call, after: Call) -> tuple[float, ...] | None:
         end = before.started + before.seconds
         out = _first_between(self.releases, end, after.started)
         launch = _last_between(self.launches, end, after.started)
         if out is None or launch is None:
             return None
-        last_in = _last_between(self.arrivals, end, launch)
-        waited_for = 0.0 if last_in is None else last_in - end  # none: every round came during the call
-        return out - end, waited_for, launch - end, after.started - end
+        first_in, last_in = _first_between(self.arrivals, end, launch), _last_between(self.arrivals, end, launch)
+        if first_in is None or last_in is None:  # every round came during the call: none waited for
+            first_in = last_in = end
+        return out - end, first_in - end, last_in - end, launch - end, after.started - end
 
 
 def _first_between(times: list[float], low: float, high: float) -> float | None:
