@@ -64,8 +64,9 @@ class Tally:
 @dataclass(frozen=True)
 class Gap:
     """Median milliseconds from a call's results to: its verdicts leaving the worker (decided,
-    handed to the event loop), the first and the last round the next batch waited for (the first
-    shows an edge's turnaround, the span to the last the loop's work for the rest), that batch's
+    handed to the event loop), the first and the last round the next batch waited for (the loop
+    sends every verdict before it reads a round, so the first comes after all the sends and one
+    edge's turnaround; the span to the last is mostly the loop reading the rest), that batch's
     launch, and the next call starting on the engine."""
 
     verdicts_out_ms: float
