@@ -107,15 +107,18 @@ class VerifyGraphs:
         batch, q = key.batch, key.new_tokens
         ends = [q] * batch if key.padded else None
         scratch = pack([self.scratch_slot] * batch, [self.kv.max_len - q] * batch, [[0] * q] * batch, ends)
-        inputs = scratch.to(self.kv.keys[0].device)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
+        device = self.kv.keys[0].device
+        inputs = scratch.to(device)
+        # torch.cuda.graph's own capture stream is made once per process, on whichever GPU was
+        # current then: a graph of an engine on another GPU would capture nothing
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             for _ in range(2):
                 self._unpacked_step(key, inputs)
-        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph, pool=self._pool, stream=side):
             logits = self._unpacked_step(key, inputs)
         self._graphs[key] = _Captured(graph, inputs, logits)
         return self._graphs[key]
