@@ -119,6 +119,17 @@ def test_slots_are_taken_at_the_first_forward_bounded_and_given_back(tiny_pair: 
     assert sessions[2].cache is not None
 
 
+def test_a_closed_engine_refuses_work(tiny_pair: TinyPair) -> None:
+    """Closing drops its CUDA graphs: answering eagerly instead would hide the mistake behind
+    steps many times slower (a benchmark once measured such an engine)."""
+    static = StaticEngine(build("qwen2", tiny_pair), max_sessions=2, max_context=64)
+    session = static.new_session()
+    static.forward(session, [5], 1)
+    static.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        static.forward(session, [6], 1)
+
+
 def test_the_kv_budget_sets_the_number_of_slots(tiny_pair: TinyPair) -> None:
     model = build("qwen2", tiny_pair)
     one_slot = StaticEngine(model, max_sessions=64, max_context=64, kv_budget=1).max_sessions

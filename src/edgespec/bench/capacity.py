@@ -17,6 +17,7 @@ import random
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -146,29 +147,45 @@ def _split(items: range, parts: int) -> list[range]:
     return [items[i::parts] for i in range(parts) if items[i::parts]]
 
 
-async def measure(engine: StaticEngine | SimulatedGPU, plan: Plan) -> list[Phase]:
+async def measure(engine: StaticEngine | SimulatedGPU, plans: list[Plan]) -> list[list[Phase]]:
+    """Each plan's two modes, in turn, against one cloud: closing a cloud closes its engine."""
+    first = plans[0]  # what the cloud is configured with is the same in every plan
     tokenizer = TokenizerInfo(build_tokenizer(TINY_VOCAB), "capacity-bench", eos_token_ids=())
     config = CloudConfig(
-        ModelConfig("random weights"), port=0, synthetic_acceptance=plan.alpha, batch_window_s=plan.batch_window_s,
+        ModelConfig("random weights"), port=0, synthetic_acceptance=first.alpha, batch_window_s=first.batch_window_s,
         limits=Limits(max_context=engine.max_context),  # past the default, for long budgets
     )  # fmt: skip
     timed = TimedEngine(engine)
-    server = CloudServer(Verifier(timed, plan.alpha), tokenizer, config, "random weights")  # type: ignore[arg-type]
+    server = CloudServer(Verifier(timed, first.alpha), tokenizer, config, "random weights")  # type: ignore[arg-type]
     server.batcher.observer = clock = BatchClock()
     _, port = await server.start()
     spawn = multiprocessing.get_context("spawn")  # never fork a process that holds a CUDA context
     try:
-        with ProcessPoolExecutor(plan.edge_processes, mp_context=spawn) as pool:
-            results = []
-            for mode in ("spec", "cloud"):
-                await phase(pool, port, tokenizer.identity, plan, mode, plan.warm_up_s)
-                since = timed.mark()
-                measured = await phase(pool, port, tokenizer.identity, plan, mode, plan.seconds)
-                results.append(replace(measured, tally=timed.tally(since, plan.seconds, clock)))
-                print(_line(results[-1]), flush=True)
-        return results
+        with ProcessPoolExecutor(first.edge_processes, mp_context=spawn) as pool:
+            return [await _both_modes(pool, port, tokenizer.identity, plan, timed, clock) for plan in plans]
     finally:
         await server.close()
+
+
+async def _both_modes(
+    pool: ProcessPoolExecutor, port: int, identity: TokenizerId, plan: Plan, timed: TimedEngine, clock: BatchClock
+) -> list[Phase]:
+    print(f"-- {plan.budget} new tokens per session", flush=True)
+    results = []
+    for mode in ("spec", "cloud"):
+        await phase(pool, port, identity, plan, mode, plan.warm_up_s)
+        since = timed.mark()
+        measured = await phase(pool, port, identity, plan, mode, plan.seconds)
+        results.append(replace(measured, tally=timed.tally(since, plan.seconds, clock)))
+        print(_line(results[-1]), flush=True)
+    spec, cloud = results
+    setting = f"{plan.sessions} sessions, α = {plan.alpha}, k = {plan.k}, {plan.budget} tokens each"
+    ratio = spec.tokens_per_s / cloud.tokens_per_s
+    print(
+        f"speculation serves {ratio:.2f}x the output tokens per GPU-second of batched cloud decoding ({setting})",
+        flush=True,
+    )
+    return results
 
 
 def _line(result: Phase) -> str:
@@ -198,7 +215,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.8, help="synthetic acceptance per drafted token")
     parser.add_argument("-k", type=int, default=4)
     parser.add_argument("--context", type=int, default=512, help="prompt tokens per session")
-    parser.add_argument("--budget", type=int, default=256, help="new tokens per session before it re-opens")
+    parser.add_argument(
+        "--budget", type=budgets, default=[256],
+        help="new tokens per session before it re-opens; several, comma-separated, are measured in turn",
+    )  # fmt: skip
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per mode")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds per mode before measuring")
     parser.add_argument("--edge-processes", type=int, default=2, help="processes that play the edges")
@@ -213,12 +233,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="no model: a forward call sleeps CALL ms + SESSION ms per session + PREFILL ms per prompt",
     )  # fmt: skip
     parser.add_argument("--out", help="write the figures as JSON here")
+    parser.add_argument("--plot", help="draw the ratio and the GPU's busy share against the budget (PNG)")
+
+
+def budgets(text: str) -> list[int]:
+    """--budget: one count of new tokens per session, or several to compare (comma-separated)."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of token counts: {text!r}") from None
+    if any(value < 1 for value in values):
+        raise argparse.ArgumentTypeError(f"token counts must be positive: {text!r}")
+    return values
 
 
 def build_engine(args: argparse.Namespace) -> tuple[StaticEngine | SimulatedGPU, str]:
-    """The cloud's engine and what it runs on."""
+    """The cloud's engine, sized for the longest budget, and what it runs on."""
     # twice the slots: a session that re-opens may do so before the cloud has let its last one go
-    slots, context = 2 * args.sessions, args.context + args.budget + 1
+    slots, context = 2 * args.sessions, args.context + max(args.budget) + 1
     if args.simulate:
         return SimulatedGPU(StepCosts.parse(args.simulate), slots, context), f"simulated GPU ({args.simulate} ms)"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -231,18 +263,29 @@ def build_engine(args: argparse.Namespace) -> tuple[StaticEngine | SimulatedGPU,
 
 def main(args: argparse.Namespace) -> None:
     engine, device = build_engine(args)
-    plan = Plan(
-        args.sessions, args.alpha, args.k, args.context, args.budget, args.duration, args.warmup,
+    plans = [_plan(args, budget) for budget in args.budget]
+    measured = event_loop.run(measure(engine, plans))  # the loop the cloud serves on
+    runs = [_run_figures(plan, spec, cloud) for plan, (spec, cloud) in zip(plans, measured, strict=True)]
+    figures = {"arch": None if args.simulate else args.arch, "device": device, "runs": runs}
+    if args.out:
+        with open(args.out, "w") as file:
+            json.dump(figures, file, indent=2)
+    if args.plot:
+        from edgespec.bench.capacity_plot import plot_capacity  # matplotlib: only when asked
+
+        print(f"plot: {plot_capacity(figures, Path(args.plot))}")
+
+
+def _plan(args: argparse.Namespace, budget: int) -> Plan:
+    return Plan(
+        args.sessions, args.alpha, args.k, args.context, budget, args.duration, args.warmup,
         args.edge_processes, args.batch_window_ms / 1000,
     )  # fmt: skip
-    results = event_loop.run(measure(engine, plan))  # the loop the cloud serves on
-    spec, cloud = results
-    print(f"speculation serves {spec.tokens_per_s / cloud.tokens_per_s:.2f}x the output tokens per GPU-second "
-          f"of batched cloud decoding ({args.sessions} sessions, α = {args.alpha}, k = {args.k})")  # fmt: skip
-    if args.out:
-        phases = [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in results]
-        with open(args.out, "w") as file:
-            json.dump({"plan": asdict(plan), "arch": args.arch, "device": device, "phases": phases}, file, indent=2)
+
+
+def _run_figures(plan: Plan, spec: Phase, cloud: Phase) -> dict[str, object]:
+    phases = [asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in (spec, cloud)]
+    return {"plan": asdict(plan), "phases": phases, "ratio": spec.tokens_per_s / cloud.tokens_per_s}
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ class StaticEngine:
             self._step = self._chosen_step(self._fused)
         self.graphs = VerifyGraphs(self._step, self.kv, self._scratch_slot) if on_gpu else None
         self.batch_tokens = self.max_sessions * GRAPH_MAX_TOKENS
+        self._closed = False
 
     def _on_own_gpu(self) -> contextlib.AbstractContextManager[object]:
         """This engine's GPU made current for a call. Triton launches kernels on the current GPU,
@@ -141,6 +142,8 @@ class StaticEngine:
         return self.forward_many([Work(session, tokens, n_logits)])[0]
 
     def forward_many(self, works: list[Work]) -> list[torch.Tensor]:
+        if self._closed:  # without its graphs it would still answer, eagerly and many times slower
+            raise RuntimeError("the engine is closed")
         with self._on_own_gpu():
             return self._forward_many(works)
 
@@ -215,6 +218,7 @@ class StaticEngine:
 
     def close(self) -> None:
         self.graphs = None
+        self._closed = True
 
 
 def _fewest(sessions: int, parallel: Parallel, device: torch.device) -> int:
