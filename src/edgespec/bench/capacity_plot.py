@@ -28,7 +28,7 @@ def plot_capacity(figures: dict[str, Any], path: Path) -> Path:
         xlabel="new tokens per session", ylabel="output tokens per GPU-second, spec / cloud",
         title=f"{plan['sessions']} sessions, α = {plan['alpha']}, k = {plan['k']}",
     )  # fmt: skip
-    ratio_axes.set_ylim(bottom=0)
+    ratio_axes.set_ylim(0, 1.15 * max(ratios))  # room for the labels
     for mode, number in (("spec", 0), ("cloud", 1)):
         busy = [100 * (run["phases"][number]["tally"] or {}).get("busy", 0.0) for run in runs]
         busy_axes.plot(budgets, busy, "o-", label=MODE_LABELS[mode])
