@@ -57,24 +57,30 @@ async def serve(config: CloudConfig) -> None:
     server = build_server(config)
     host, port = await server.start()
     metrics = f" metrics={_serve_metrics(server, host, config.metrics_port)}" if config.metrics_port is not None else ""
+    terminated = _sigterm_event()  # before the ready line: a supervisor may send SIGTERM as soon as it reads it
     print(
         f"{READY_LINE} on {host}:{port} model={config.model.name} vocab={server.limits.vocab_size}{metrics}",
         flush=True,
     )
     try:
-        await _until_terminated(server.serve_forever())
+        await _until_terminated(server.serve_forever(), terminated)
     finally:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
         with contextlib.suppress(asyncio.CancelledError):
             await server.close()
 
 
-async def _until_terminated(serving: Coroutine[Any, Any, None]) -> None:
-    """Serve until SIGTERM (what systemd and `docker stop` send), then return: the cloud then closes
-    as on Ctrl-C (its edges see their links close and fail over, tensor-parallel ranks leave their
-    group) and exits with status 0, where the default action would kill it on the spot."""
+def _sigterm_event() -> asyncio.Event:
+    """Set on SIGTERM (what systemd and `docker stop` send). Handled, the cloud then closes as on
+    Ctrl-C (its edges see their links close and fail over, tensor-parallel ranks leave their group)
+    and exits with status 0, where the default action would kill it on the spot."""
     terminated = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, terminated.set)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated.set)
+    return terminated
+
+
+async def _until_terminated(serving: Coroutine[Any, Any, None], terminated: asyncio.Event) -> None:
+    """Serve until SIGTERM, then return."""
     tasks = [asyncio.ensure_future(serving), asyncio.ensure_future(terminated.wait())]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -84,7 +90,6 @@ async def _until_terminated(serving: Coroutine[Any, Any, None]) -> None:
     finally:
         for task in tasks:
             task.cancel()
-        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _serve_metrics(server: CloudServer, host: str, port: int) -> str:
