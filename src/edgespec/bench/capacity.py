@@ -147,8 +147,9 @@ def _split(items: range, parts: int) -> list[range]:
     return [items[i::parts] for i in range(parts) if items[i::parts]]
 
 
-async def measure(engine: StaticEngine | SimulatedGPU, plans: list[Plan]) -> list[list[Phase]]:
-    """Each plan's two modes, in turn, against one cloud: closing a cloud closes its engine."""
+async def measure(engine: StaticEngine | SimulatedGPU, plans: list[Plan]) -> list[dict[str, object]]:
+    """Each plan's two modes, in turn, against one cloud (closing a cloud closes its engine); the
+    figures of each plan."""
     first = plans[0]  # what the cloud is configured with is the same in every plan
     tokenizer = TokenizerInfo(build_tokenizer(TINY_VOCAB), "capacity-bench", eos_token_ids=())
     config = CloudConfig(
@@ -169,7 +170,7 @@ async def measure(engine: StaticEngine | SimulatedGPU, plans: list[Plan]) -> lis
 
 async def _both_modes(
     pool: ProcessPoolExecutor, port: int, identity: TokenizerId, plan: Plan, timed: TimedEngine, clock: BatchClock
-) -> list[Phase]:
+) -> dict[str, object]:
     print(f"-- {plan.budget} new tokens per session", flush=True)
     results = []
     for mode in ("spec", "cloud"):
@@ -178,14 +179,14 @@ async def _both_modes(
         measured = await phase(pool, port, identity, plan, mode, plan.seconds)
         results.append(replace(measured, tally=timed.tally(since, plan.seconds, clock)))
         print(_line(results[-1]), flush=True)
-    spec, cloud = results
+    figures = _run_figures(plan, *results)
     setting = f"{plan.sessions} sessions, α = {plan.alpha}, k = {plan.k}, {plan.budget} tokens each"
-    ratio = spec.tokens_per_s / cloud.tokens_per_s
     print(
-        f"speculation serves {ratio:.2f}x the output tokens per GPU-second of batched cloud decoding ({setting})",
+        f"speculation serves {figures['ratio']:.2f}x the output tokens per GPU-second of batched cloud decoding "
+        f"({setting})",
         flush=True,
     )
-    return results
+    return figures
 
 
 def _line(result: Phase) -> str:
@@ -264,8 +265,7 @@ def build_engine(args: argparse.Namespace) -> tuple[StaticEngine | SimulatedGPU,
 def main(args: argparse.Namespace) -> None:
     engine, device = build_engine(args)
     plans = [_plan(args, budget) for budget in args.budget]
-    measured = event_loop.run(measure(engine, plans))  # the loop the cloud serves on
-    runs = [_run_figures(plan, spec, cloud) for plan, (spec, cloud) in zip(plans, measured, strict=True)]
+    runs = event_loop.run(measure(engine, plans))  # the loop the cloud serves on
     figures = {"arch": None if args.simulate else args.arch, "device": device, "runs": runs}
     if args.out:
         with open(args.out, "w") as file:

@@ -52,13 +52,13 @@ class SimulatedGPU(InstantEngine):
         self.max_sessions = max_sessions
         self.max_context = max_context
         self.batch_tokens = max_sessions * GRAPH_MAX_TOKENS  # as the static engine takes them
-        self.closed = False
+        self._closed = False
 
     def forward_many(self, works: list[Work]) -> list[torch.Tensor]:
-        if self.closed:  # as the static engine refuses: a bench must not measure a closed engine
+        if self._closed:  # as the static engine refuses: a bench must not measure a closed engine
             raise RuntimeError("the engine is closed")
         time.sleep(self.costs.of(works))  # releases the GIL, as waiting on a GPU does
         return super().forward_many(works)
 
     def close(self) -> None:
-        self.closed = True
+        self._closed = True
