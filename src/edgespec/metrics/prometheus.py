@@ -10,6 +10,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edgespec.edge.controller import Snapshot, Step
+from edgespec.metrics.loop_metrics import LoopCounter, LoopHistogram, SpecCounters
 from edgespec.metrics.stats import SpecStats
 
 prometheus_client.disable_created_metrics()  # `_created` series double the output and nobody reads them
@@ -19,41 +20,12 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25
 REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 
 
-class SpecCounters:
-    """vLLM's speculative decoding counters, shared by the edge (per request) and the cloud (per round)."""
-
-    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
-        name = f"{PREFIX}{prefix}spec_decode_"
-        self.drafts = Counter(f"{name}num_drafts", "Draft blocks verified", registry=registry)
-        self.draft_tokens = Counter(
-            f"{name}num_draft_tokens", "Drafted tokens sent for verification", registry=registry
-        )
-        self.accepted_tokens = Counter(f"{name}num_accepted_tokens", "Drafted tokens accepted", registry=registry)
-        self.accepted_per_pos = Counter(
-            f"{name}num_accepted_tokens_per_pos", "Accepted drafted tokens by position", ["position"], registry=registry
-        )
-        self._per_pos: list[Counter] = []
-
-    def round(self, drafted: int, accepted: int) -> None:
-        self.drafts.inc()
-        self.draft_tokens.inc(drafted)
-        self.accepted_tokens.inc(accepted)
-        for position in range(accepted):
-            self._at_position(position).inc()
-
-    def _at_position(self, position: int) -> Counter:
-        """The per-position counter's child, bound on first use (labels() is slow for every round)."""
-        while len(self._per_pos) <= position:
-            self._per_pos.append(self.accepted_per_pos.labels(position=str(len(self._per_pos))))
-        return self._per_pos[position]
-
-
 class EdgeMetrics:
     """The edge's metrics; implements RuntimeObserver and LinkEvents."""
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
-        self.spec = SpecCounters(registry, "")
+        self.spec = SpecCounters(registry, f"{PREFIX}spec_decode_")
 
         def histogram(name: str, doc: str, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> Histogram:
             return Histogram(PREFIX + name, doc, buckets=buckets, registry=registry)
@@ -173,22 +145,23 @@ class ControllerMetrics:
 class CloudMetrics:
     def __init__(self, open_sessions: Callable[[], int], connected_edges: Callable[[], int]) -> None:
         self.registry = registry = CollectorRegistry()
-        self.spec = SpecCounters(registry, "cloud_")
+        self.spec = SpecCounters(registry, f"{PREFIX}cloud_spec_decode_")
         Gauge(PREFIX + "cloud_sessions_active", "Sessions holding KV", registry=registry).set_function(open_sessions)
         Gauge(PREFIX + "cloud_edges_connected", "Authenticated edge connections", registry=registry).set_function(
             connected_edges
         )
         self.sessions = Counter(PREFIX + "cloud_sessions_opened", "Sessions opened", ["mode"], registry=registry)
-        self.forward = Histogram(
+        # updated for every round on the loop, between a call's results and the next call: lock-free
+        self.forward = LoopHistogram(
+            registry,
             PREFIX + "cloud_forward_time_seconds",
             "Time of one verify or decode step",
-            ["kind"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            "kind",
+            ("verify", "decode"),
+            LATENCY_BUCKETS,
         )
-        # children bound once: a labels() lookup per round is a measurable share of the cloud's loop
-        self.verify_seconds, self.decode_seconds = (self.forward.labels(kind=k) for k in ("verify", "decode"))
-        self.decoded = Counter(PREFIX + "cloud_decoded_tokens", "Tokens decoded alone (cloud mode)", registry=registry)
+        self.verify_seconds, self.decode_seconds = (self.forward.labels(kind) for kind in ("verify", "decode"))
+        self.decoded = LoopCounter(registry, PREFIX + "cloud_decoded_tokens", "Tokens decoded alone (cloud mode)")
         self.batch_size = Histogram(
             PREFIX + "cloud_verify_batch_size",
             "Sessions verified in one forward call",
