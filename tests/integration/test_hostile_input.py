@@ -22,6 +22,7 @@ from edgespec.protocol.messages import (
     Ping,
     Pong,
     TokenizerId,
+    Verdict,
     Verify,
 )
 from edgespec.transport.client import CloudLink, LinkError
@@ -77,6 +78,60 @@ def test_bad_requests_get_an_error_and_the_connection_lives_on(
         edge.writer.close()
 
     with_server(tiny_pair, scenario)
+
+
+def test_a_round_sent_before_the_last_verdict_is_answered_after_it(tiny_pair: TinyPair) -> None:
+    """A round starts as it arrives when its session is idle; one that comes behind it waits its
+    turn, however eagerly the edge sends: here a well-formed round and one out of order, back to
+    back, get their verdict and then their error, in that order."""
+
+    async def scenario(server: CloudServer, port: int, identity: TokenizerId) -> None:
+        edge = await raw_edge(port, identity)
+        await edge.recv()  # Welcome
+        await edge.send(GOOD_OPEN)
+        opened = await edge.recv()
+        assert isinstance(opened, Verdict)
+        context = len(GOOD_OPEN.prompt) + opened.accepted + 1
+        await edge.send_bytes(
+            frame(encode(Verify(sid=1, seq=1, start=context, draft=Draft([6]))))
+            + frame(encode(Verify(sid=1, seq=2, start=context, draft=Draft([7]))))
+        )
+        verdict, error = await edge.recv(), await edge.recv()
+        assert isinstance(verdict, Verdict) and verdict.seq == 1
+        assert isinstance(error, Error) and error.code is ErrorCode.OUT_OF_ORDER
+        await edge.send(Ping(nonce=4))
+        assert await edge.recv() == Pong(nonce=4)
+        assert server.open_sessions == 0  # the session the error ended is freed
+        edge.writer.close()
+
+    with_server(tiny_pair, scenario)
+
+
+def test_a_round_whose_forward_fails_ends_its_session_with_an_internal_error(
+    tiny_pair: TinyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario(server: CloudServer, port: int, identity: TokenizerId) -> None:
+        edge = await raw_edge(port, identity)
+        await edge.recv()  # Welcome
+        await edge.send(GOOD_OPEN)
+        opened = await edge.recv()
+        assert isinstance(opened, Verdict)
+        engine = server.verifier.engine
+        with monkeypatch.context() as patch:
+            for forward in ("forward", "forward_many"):  # a batch of one or of many
+                patch.setattr(engine, forward, _broken_forward)
+            context = len(GOOD_OPEN.prompt) + opened.accepted + 1
+            await edge.send(Verify(sid=1, seq=1, start=context, draft=Draft([6])))
+            error = await edge.recv()
+        assert isinstance(error, Error) and error.code is ErrorCode.INTERNAL and error.sid == 1
+        assert server.open_sessions == 0
+        edge.writer.close()
+
+    with_server(tiny_pair, scenario)
+
+
+def _broken_forward(*work: object) -> object:
+    raise RuntimeError("the GPU fell off the bus")
 
 
 def test_a_frame_split_into_single_bytes_is_understood(tiny_pair: TinyPair) -> None:

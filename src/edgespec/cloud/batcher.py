@@ -98,14 +98,21 @@ class VerifyBatcher:
         self._ahead: dict[TargetSession, _Round] = {}  # decode steps queued before their session asked
 
     async def verify(self, session: TargetSession, draft: Draft, follows: Follows | None = None) -> RoundResult:
-        """The round's result, from a batched forward call. For a decode step (nothing drafted),
-        `follows` says from each result whether the session's next step comes: then it is queued
-        at once (decoding ahead), and the session's next call here takes it."""
+        """The round's result, from a batched forward call (see submit)."""
+        return await self.submit(session, draft, follows)
+
+    def submit(
+        self, session: TargetSession, draft: Draft, follows: Follows | None = None
+    ) -> asyncio.Future[RoundResult]:
+        """Queue a round for a batched forward call; its result comes in the future returned
+        (cancelled before its call runs, the round is dropped). For a decode step (nothing
+        drafted), `follows` says from each result whether the session's next step comes: then it
+        is queued at once (decoding ahead), and the session's next submit takes it."""
         queued = self._ahead.pop(session, None)
         if queued is None:
             queued = self._enqueue(session, draft, follows)
             self._start_next()
-        return await queued.done
+        return queued.done
 
     def _enqueue(self, session: TargetSession, draft: Draft, follows: Follows | None) -> _Round:
         now = time.monotonic()

@@ -256,7 +256,7 @@ class EdgeConnection:
             message,
             self.table,
             self.server.batcher,
-            self.conn.send,
+            self.conn,
             self.server.tokenizer.eos_token_ids,
             self.server.metrics,
             self.server.local_draft,
