@@ -259,7 +259,7 @@ def build_engine(args: argparse.Namespace) -> tuple[StaticEngine | SimulatedGPU,
     if engine.max_context < context:
         raise SystemExit(f"--context plus --budget is {context - 1} tokens; {args.arch} holds {engine.max_context}")
     engine.capture_ahead((1, args.k + 1))  # as the cloud does at start-up: no capture stalls a phase
-    return engine, str(device)
+    return engine, torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def main(args: argparse.Namespace) -> None:

@@ -39,6 +39,7 @@ def plot_capacity(figures: dict[str, Any], path: Path) -> Path:
     busy_axes.legend(fontsize=8)
     for axes in (ratio_axes, busy_axes):
         axes.set_xscale("log", base=2)
+        axes.margins(x=0.1)  # the end points' labels stay inside
         axes.set_xticks(budgets, [str(budget) for budget in budgets])
     figure.tight_layout()
     figure.savefig(path, dpi=110)
