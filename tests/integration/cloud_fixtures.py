@@ -90,8 +90,15 @@ GOOD_OPEN = Open(sid=1, prompt=[1, 2, 3], sampling=SamplingParams(), max_new_tok
 
 async def edge_with_open_session(port: int, identity: TokenizerId) -> RawEdge:
     """A raw edge past its handshake with session 1 open and its first round answered."""
+    edge, _ = await edge_after_first_round(port, identity)
+    return edge
+
+
+async def edge_after_first_round(port: int, identity: TokenizerId) -> tuple[RawEdge, int]:
+    """edge_with_open_session, and the session's context length (where its next round starts)."""
     edge = await raw_edge(port, identity)
     await edge.recv()  # Welcome
     await edge.send(GOOD_OPEN)
-    assert isinstance(await edge.recv(), Verdict)
-    return edge
+    verdict = await edge.recv()
+    assert isinstance(verdict, Verdict)
+    return edge, len(GOOD_OPEN.prompt) + verdict.accepted + 1

@@ -27,7 +27,15 @@ from edgespec.protocol.messages import (
 )
 from edgespec.transport.client import CloudLink, LinkError
 from tests.conftest import TinyPair
-from tests.integration.cloud_fixtures import GOOD_OPEN, TOKEN, RawEdge, edge_with_open_session, raw_edge, with_server
+from tests.integration.cloud_fixtures import (
+    GOOD_OPEN,
+    TOKEN,
+    RawEdge,
+    edge_after_first_round,
+    edge_with_open_session,
+    raw_edge,
+    with_server,
+)
 
 
 @pytest.mark.parametrize(
@@ -86,12 +94,7 @@ def test_a_round_sent_before_the_last_verdict_is_answered_after_it(tiny_pair: Ti
     back, get their verdict and then their error, in that order."""
 
     async def scenario(server: CloudServer, port: int, identity: TokenizerId) -> None:
-        edge = await raw_edge(port, identity)
-        await edge.recv()  # Welcome
-        await edge.send(GOOD_OPEN)
-        opened = await edge.recv()
-        assert isinstance(opened, Verdict)
-        context = len(GOOD_OPEN.prompt) + opened.accepted + 1
+        edge, context = await edge_after_first_round(port, identity)
         await edge.send_bytes(
             frame(encode(Verify(sid=1, seq=1, start=context, draft=Draft([6]))))
             + frame(encode(Verify(sid=1, seq=2, start=context, draft=Draft([7]))))
@@ -111,16 +114,10 @@ def test_a_round_whose_forward_fails_ends_its_session_with_an_internal_error(
     tiny_pair: TinyPair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def scenario(server: CloudServer, port: int, identity: TokenizerId) -> None:
-        edge = await raw_edge(port, identity)
-        await edge.recv()  # Welcome
-        await edge.send(GOOD_OPEN)
-        opened = await edge.recv()
-        assert isinstance(opened, Verdict)
-        engine = server.verifier.engine
+        edge, context = await edge_after_first_round(port, identity)
         with monkeypatch.context() as patch:
             for forward in ("forward", "forward_many"):  # a batch of one or of many
-                patch.setattr(engine, forward, _broken_forward)
-            context = len(GOOD_OPEN.prompt) + opened.accepted + 1
+                patch.setattr(server.verifier.engine, forward, _broken_forward)
             await edge.send(Verify(sid=1, seq=1, start=context, draft=Draft([6])))
             error = await edge.recv()
         assert isinstance(error, Error) and error.code is ErrorCode.INTERNAL and error.sid == 1
