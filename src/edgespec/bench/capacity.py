@@ -4,8 +4,9 @@ other processes, each edge over its own TCP connection on loopback with the real
 First every edge speculates (k random tokens a round, so drafting costs the cloud nothing), then
 every edge asks for cloud-mode decoding of the same sessions; the cloud batches both across
 sessions. Sessions have a fixed prompt and a fixed budget of new tokens, and re-open when it is
-spent. The figures: output tokens per second of the cloud (per GPU-second: the GPU serves nothing
-else) and per session."""
+spent; each edge's first session starts part-way through its life (lives()), and a warm-up passes
+before anything counts, so what is measured is the steady state. The figures: output tokens per
+second of the cloud (per GPU-second: the GPU serves nothing else) and per session."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import json
 import multiprocessing
 import random
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -51,27 +53,61 @@ class Phase:
         return self.tokens / self.seconds
 
 
-async def speculating_edge(link: CloudLink, prompt: list[int], budget: int, k: int, deadline: float) -> int:
+@dataclass(frozen=True)
+class Window:
+    """A phase's clock (time.monotonic(): one for every process on the machine): sessions open at
+    start_at, their tokens count from measure_at, and they stop at the deadline."""
+
+    start_at: float
+    measure_at: float
+    deadline: float
+
+    def counted(self, tokens: int) -> int:
+        return tokens if time.monotonic() >= self.measure_at else 0
+
+    def over(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+
+def lives(prompt: list[int], budget: int, k: int) -> Iterator[tuple[list[int], int]]:
+    """An edge's sessions, as (prompt, new tokens). The first is already part-way through its life,
+    at a random point: its prompt holds what it would have generated so far and its budget is what
+    it would have left. So from the first measured moment the sessions are spread over their lives
+    as in a steady state, with contexts of every length and re-openings out of step; started
+    together, a phase shorter than a few lives would see mostly young, short contexts (cheap
+    steps), and more so in the slower mode."""
+    lived = random.randrange(max(1, budget - k - 1))  # a first block still fits in what is left
+    yield prompt + [random.choice(TOKENS) for _ in range(lived)], budget - lived
+    while True:
+        yield prompt, budget
+
+
+async def speculating_edge(link: CloudLink, prompt: list[int], budget: int, k: int, window: Window) -> int:
     produced = 0
-    while time.monotonic() < deadline:
-        session, made = link.session(), 0
-        verdict = await session.first_round(prompt, SamplingParams(), budget, _draft(k), None)
-        made += verdict.accepted + 1
-        while made + k + 1 <= budget and time.monotonic() < deadline:
-            verdict = await session.round(len(prompt) + made, _draft(k))
+    for opening, new_tokens in lives(prompt, budget, k):
+        if window.over():
+            break
+        session = link.session()
+        verdict = await session.first_round(opening, SamplingParams(), new_tokens, _draft(k), None)
+        made = verdict.accepted + 1
+        produced += window.counted(made)
+        while made + k + 1 <= new_tokens and not window.over():
+            verdict = await session.round(len(opening) + made, _draft(k))
             made += verdict.accepted + 1
+            produced += window.counted(verdict.accepted + 1)
         session.close()
-        produced += made
     return produced
 
 
-async def decoding_edge(link: CloudLink, prompt: list[int], budget: int, deadline: float) -> int:
+async def decoding_edge(link: CloudLink, prompt: list[int], budget: int, window: Window) -> int:
     produced = 0
-    while time.monotonic() < deadline:
+    for opening, new_tokens in lives(prompt, budget, 0):
+        if window.over():
+            break
         session = link.session()
-        async for message in session.stream(prompt, SamplingParams(), budget, True, None, None):
-            produced += len(message.tokens)
-            if time.monotonic() >= deadline:
+        async for message in session.stream(opening, SamplingParams(), new_tokens, True, None, None):
+            produced += window.counted(len(message.tokens))
+            if window.over():
                 break
         session.close()
     return produced
@@ -89,7 +125,7 @@ class Plan:
     context: int
     budget: int
     seconds: float
-    warm_up_s: float = 5.0  # per mode, first: captures the graphs that mode needs
+    warm_up_s: float = 5.0  # per mode, before its tokens count: the first sessions' long prompts (see lives)
     edge_processes: int = 2  # the simulated edges' processes: the cloud's loop must not also play them
     batch_window_s: float = DEFAULT_BATCH_WINDOW_S  # the cloud's (cloud/batcher.py)
 
@@ -105,8 +141,7 @@ class EdgeGroup:
     prompt: list[int]
     budget: int
     k: int
-    start_at: float  # time.monotonic(): one clock for every process on the machine
-    deadline: float
+    window: Window
 
 
 def run_edge_group(group: EdgeGroup) -> int:
@@ -117,12 +152,12 @@ def run_edge_group(group: EdgeGroup) -> int:
 
 async def _edge_group(group: EdgeGroup) -> int:
     links = [await CloudLink.connect(LinkConfig(port=group.port), group.tokenizer) for _ in range(group.sessions)]
-    await asyncio.sleep(max(0.0, group.start_at - time.monotonic()))
+    await asyncio.sleep(max(0.0, group.window.start_at - time.monotonic()))
     try:
         if group.mode == "spec":
-            edges = (speculating_edge(link, group.prompt, group.budget, group.k, group.deadline) for link in links)
+            edges = (speculating_edge(link, group.prompt, group.budget, group.k, group.window) for link in links)
         else:
-            edges = (decoding_edge(link, group.prompt, group.budget, group.deadline) for link in links)
+            edges = (decoding_edge(link, group.prompt, group.budget, group.window) for link in links)
         return sum(await asyncio.gather(*edges))
     finally:
         for link in links:
@@ -130,17 +165,40 @@ async def _edge_group(group: EdgeGroup) -> int:
 
 
 async def phase(
-    pool: ProcessPoolExecutor, port: int, identity: TokenizerId, plan: Plan, mode: str, seconds: float
-) -> Phase:
-    prompt = [random.choice(TOKENS) for _ in range(plan.context)]
+    pool: ProcessPoolExecutor, port: int, identity: TokenizerId, plan: Plan, mode: str, timed: TimedEngine,
+    clock: BatchClock,
+) -> Phase:  # fmt: skip
+    """One mode: the edges warm up, then their tokens and the cloud's calls count for plan.seconds."""
+    window = _window(plan.warm_up_s, plan.seconds)
+    edges = _edges(pool, port, identity, plan, mode, window)
+    await asyncio.sleep(window.measure_at - time.monotonic())
+    since = timed.mark()
+    tokens = sum(await edges)
+    return Phase(
+        mode, tokens, plan.seconds, tokens / plan.seconds / plan.sessions, timed.tally(since, plan.seconds, clock)
+    )
+
+
+async def warm_up(pool: ProcessPoolExecutor, port: int, identity: TokenizerId, plan: Plan, mode: str) -> None:
+    """The mode's traffic for plan.warm_up_s, counted nowhere: one-time costs fall in it (on a GPU,
+    kernels compiled for the first prompts longer than the prompt graphs: seconds)."""
+    await _edges(pool, port, identity, plan, mode, _window(plan.warm_up_s, 0.0))
+
+
+def _window(warm_up_s: float, seconds: float) -> Window:
     start_at = time.monotonic() + CONNECT_S
+    return Window(start_at, start_at + warm_up_s, start_at + warm_up_s + seconds)
+
+
+def _edges(
+    pool: ProcessPoolExecutor, port: int, identity: TokenizerId, plan: Plan, mode: str, window: Window
+) -> asyncio.Future[list[int]]:
+    """The plan's edges, in their processes; each group's count of tokens."""
+    prompt = [random.choice(TOKENS) for _ in range(plan.context)]
     sizes = [len(part) for part in _split(range(plan.sessions), plan.edge_processes)]
-    groups = [
-        EdgeGroup(port, identity, n, mode, prompt, plan.budget, plan.k, start_at, start_at + seconds) for n in sizes
-    ]
+    groups = [EdgeGroup(port, identity, n, mode, prompt, plan.budget, plan.k, window) for n in sizes]
     loop = asyncio.get_running_loop()
-    counts = await asyncio.gather(*(loop.run_in_executor(pool, run_edge_group, group) for group in groups))
-    return Phase(mode, sum(counts), seconds, sum(counts) / seconds / plan.sessions)
+    return asyncio.gather(*(loop.run_in_executor(pool, run_edge_group, group) for group in groups))
 
 
 def _split(items: range, parts: int) -> list[range]:
@@ -174,10 +232,8 @@ async def _both_modes(
     print(f"-- {plan.budget} new tokens per session", flush=True)
     results = []
     for mode in ("spec", "cloud"):
-        await phase(pool, port, identity, plan, mode, plan.warm_up_s)
-        since = timed.mark()
-        measured = await phase(pool, port, identity, plan, mode, plan.seconds)
-        results.append(replace(measured, tally=timed.tally(since, plan.seconds, clock)))
+        await warm_up(pool, port, identity, plan, mode)
+        results.append(await phase(pool, port, identity, plan, mode, timed, clock))
         print(_line(results[-1]), flush=True)
     figures = _run_figures(plan, *results)
     setting = f"{plan.sessions} sessions, α = {plan.alpha}, k = {plan.k}, {plan.budget} tokens each"
