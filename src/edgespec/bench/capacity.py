@@ -63,7 +63,8 @@ class Window:
     deadline: float
 
     def counted(self, tokens: int) -> int:
-        return tokens if time.monotonic() >= self.measure_at else 0
+        """`tokens` if they came inside the measured part, else none."""
+        return tokens if self.measure_at <= time.monotonic() < self.deadline else 0
 
     def over(self) -> bool:
         return time.monotonic() >= self.deadline
