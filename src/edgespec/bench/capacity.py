@@ -278,7 +278,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="new tokens per session before it re-opens; several, comma-separated, are measured in turn",
     )  # fmt: skip
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per mode")
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds per mode before measuring")
+    parser.add_argument(
+        "--warmup", type=float, default=5.0,
+        help="seconds per mode before measuring, twice: alone, then with the measured sessions (their "
+        "first, part-lived sessions' long prompts run in it: raise it for budgets past 4096)",
+    )  # fmt: skip
     parser.add_argument("--edge-processes", type=int, default=2, help="processes that play the edges")
     parser.add_argument(
         "--batch-window-ms",
