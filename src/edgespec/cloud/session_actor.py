@@ -61,7 +61,6 @@ class SessionActor:
         self._verifier = target.verifier
         self._worker = target.worker
         self._connection = connection
-        self._send = connection.send
         self._eos = eos_token_ids
         self._metrics = metrics
         self._local_draft = local_draft
@@ -165,7 +164,7 @@ class SessionActor:
             await self._speculate_here(message.max_new_tokens, message.ignore_eos, message.colocated_k)
         elif message.cloud_decodes:
             if message.max_new_tokens == 0:
-                await self._send(Tokens(sid=self.sid, tokens=[], done=True))
+                await self._connection.send(Tokens(sid=self.sid, tokens=[], done=True))
             else:
                 await self._decode_alone(message.max_new_tokens, message.ignore_eos)
         else:
@@ -174,7 +173,7 @@ class SessionActor:
     async def _round(self, seq: int, draft: Draft) -> None:
         assert self._target is not None
         result = await self._batcher.verify(self._target, draft)
-        await self._send(self._verdict(seq, draft, result))
+        await self._connection.send(self._verdict(seq, draft, result))
 
     def _verdict(self, seq: int, draft: Draft, result: RoundResult) -> Verdict:
         """Commit a round's result; the verdict that tells the edge."""
@@ -211,7 +210,9 @@ class SessionActor:
             produced += 1
             self._metrics.decoded_one(decoded.seconds)
             done = self._last(produced, count, decoded.token, ignore_eos)
-            await self._send(Tokens(sid=self.sid, tokens=[decoded.token], done=done, logprobs=decoded.logprobs))
+            await self._connection.send(
+                Tokens(sid=self.sid, tokens=[decoded.token], done=done, logprobs=decoded.logprobs)
+            )
             self.last_active = time.monotonic()
         return produced
 
@@ -234,7 +235,7 @@ class SessionActor:
                 produced += len(tokens)
                 done = produced == max_new_tokens or (tokens[-1] in self._eos and not ignore_eos)
                 logprobs = None if result.logprobs is None else result.logprobs[: len(tokens)]
-                await self._send(Tokens(sid=self.sid, tokens=tokens, done=done, logprobs=logprobs))
+                await self._connection.send(Tokens(sid=self.sid, tokens=tokens, done=done, logprobs=logprobs))
                 self.last_active = time.monotonic()
                 if done or self._close_requested:
                     return
@@ -252,6 +253,6 @@ class SessionActor:
     async def _send_error(self, code: ErrorCode, text: str) -> None:
         self._metrics.error(code.value)
         try:
-            await self._send(Error(code=code, message=text, sid=self.sid))
+            await self._connection.send(Error(code=code, message=text, sid=self.sid))
         except Exception:  # the link may be gone; the session is being torn down anyway
             log.debug("could not report an error to session %d", self.sid)
