@@ -115,6 +115,35 @@ def test_graphs_captured_ahead_serve_every_batch_size_without_a_capture() -> Non
 
 
 @torch.inference_mode()
+def test_after_capture_ahead_no_round_size_or_long_prompt_compiles_a_kernel() -> None:
+    """Each compile met while serving stalls every waiting session (~0.5 s for Qwen3-8B's shape)."""
+    model = Qwen3ForCausalLM(Qwen3Config(**(SMALL | {"max_position_embeddings": 2048}))).eval().cuda()
+    engine = StaticEngine(model, max_sessions=8, max_context=2048)
+    engine.capture_ahead([1, 5])
+    compiled = kernels_compiled()
+    for length in (1531, 1536):  # past the prompt graphs (eager): Triton tells multiples of 16 apart
+        prompted = engine.new_session()
+        engine.forward(prompted, [i % 500 for i in range(length)], 1)
+        engine.release(prompted)
+    sessions = [engine.new_session() for _ in range(8)]
+    for session in sessions:
+        engine.forward(session, list(range(20)), 1)
+    for q in (2, 3, 9, 16):  # round sizes with no graph captured ahead
+        for batch in (1, 8):
+            engine.forward_many([Work(s, [4] * q, q) for s in sessions[:batch]])
+    assert kernels_compiled() == compiled
+
+
+def kernels_compiled() -> int:
+    """Kernel binaries Triton has compiled in this process for the fused step's kernels."""
+    from edgespec.engine import kernels
+
+    jitted = [kernels._add_rms_norm, kernels._silu_mul, kernels._rotate_and_store, kernels._attention]
+    jitted += [kernels._combine, kernels._skinny_linear]
+    return sum(len(caches[0]) for function in jitted for caches in function.device_caches.values())
+
+
+@torch.inference_mode()
 def test_prompts_replay_a_graph_padded_to_their_size_and_leave_no_trace_of_the_padding() -> None:
     torch.manual_seed(4)
     model = Qwen3ForCausalLM(Qwen3Config(**SMALL)).eval().cuda()

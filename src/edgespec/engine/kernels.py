@@ -17,6 +17,12 @@ not depend on the kernel before). Less of each of a step's ~300 kernels is then 
 launched and filling the GPU: 0.25–0.35 ms of a batch-1 step on an H100, nothing measurable on an
 H200 (docs/gpu-verifier.md).
 
+A kernel is compiled once per model and row block, never per length: Triton would compile anew
+for each integer argument's divisibility by 16 and for each value of a constant, so lengths are
+left unspecialized and the attention's split and unsplit cases are one binary. An H100 serving
+Qwen3-8B's shape spent 0.69 s compiling at its first prompt of an odd length past the prompt
+graphs, and ~0.45 s at its first round of 2 tokens, stalling every session (docs/gpu-verifier.md).
+
 Each follows transformers' rounding where it is cheap to (sums in float32, the dtype's rounding
 where transformers rounds), so outputs match the unfused arithmetic to the last bit or two.
 Without a GPU, Triton's interpreter runs them on CPU tensors (TRITON_INTERPRET=1, set before
@@ -123,7 +129,7 @@ def cached_attention(
     _attention[(batch * kv_heads, splits, row_blocks)](
         query, keys, values, *where, out, *partial,
         new_tokens, max_len, heads, kv_heads, all_rows, head_dim**-0.5,
-        GROUP=group, HEAD_DIM=head_dim, ROWS=rows, BLOCK_N=ATTENTION_BLOCK, SPLIT=splits > 1,
+        GROUP=group, HEAD_DIM=head_dim, ROWS=rows, BLOCK_N=ATTENTION_BLOCK,
         **launch_flags(query.device),
     )  # fmt: skip
     if splits > 1:
@@ -240,7 +246,7 @@ def _norm_and_rotate(lo, hi, weight_ptr, cos, sin, eps, HEAD_DIM: tl.constexpr, 
     return lo * cos - hi * sin, hi * cos + lo * sin
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["new_tokens"])
 def _rotate_and_store(qkv_ptr, query_ptr, keys_ptr, values_ptr, q_norm_ptr, k_norm_ptr, cos_ptr, sin_ptr,
                       slots_ptr, positions_ptr, new_tokens, max_len, heads, kv_heads, eps,
                       HEAD_DIM: tl.constexpr, NORM: tl.constexpr, EARLY: tl.constexpr):  # fmt: skip
@@ -269,11 +275,11 @@ def _rotate_and_store(qkv_ptr, query_ptr, keys_ptr, values_ptr, q_norm_ptr, k_no
     tl.store(target + HEAD_DIM // 2 + half, hi)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["new_tokens", "all_rows"])
 def _attention(query_ptr, keys_ptr, values_ptr, slots_ptr, positions_ptr, out_ptr, acc_ptr, max_ptr, sum_ptr,
                new_tokens, max_len, heads, kv_heads, all_rows, scale,
                GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
-               SPLIT: tl.constexpr, EARLY: tl.constexpr):  # fmt: skip
+               EARLY: tl.constexpr):  # fmt: skip
     wait_for_inputs(EARLY)
     pair = tl.program_id(0).to(tl.int64)  # b·kv_heads + kv
     split = tl.program_id(1)
@@ -310,7 +316,7 @@ def _attention(query_ptr, keys_ptr, values_ptr, slots_ptr, positions_ptr, out_pt
         values = tl.load(values_ptr + at, mask=inside[:, None], other=0.0)
         acc = acc * kept[:, None] + tl.dot(weights.to(values.dtype), values)
         running_max = new_max
-    if SPLIT:
+    if tl.num_programs(1) > 1:  # a runtime branch: a constant would compile a kernel per case
         part = pair * tl.num_programs(1) + split
         tl.store(acc_ptr + (part * all_rows + rows[:, None]) * HEAD_DIM + dims[None, :], acc)
         tl.store(max_ptr + part * all_rows + rows, running_max)
@@ -320,7 +326,7 @@ def _attention(query_ptr, keys_ptr, values_ptr, slots_ptr, positions_ptr, out_pt
         tl.store(out_ptr + head_offset[:, None] + dims[None, :], out, mask=real[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["splits", "new_tokens", "all_rows"])
 def _combine(acc_ptr, max_ptr, sum_ptr, out_ptr, splits, new_tokens, heads, kv_heads, all_rows,
              GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr, EARLY: tl.constexpr):  # fmt: skip
     """Merge one query row's partial results over its key ranges (log-sum-exp weights)."""
