@@ -113,31 +113,30 @@ class StaticEngine:
         """Meet now every shape a cloud serves, each of which would otherwise stall every waiting
         session at its first use: capture, for every batch size, the graphs of rounds of these
         sizes (a decode step is 1 new token, a block of k drafted tokens k + 1) and the graph of
-        every prompt size (~0.1 s each); run every other round size once, uncaptured, so its
-        kernels are compiled (~0.5 s each on first use) and its graph, captured when first met,
-        costs ~0.05 s. After that no length compiles a kernel (kernels.py): not a long prompt,
-        which runs eagerly. Fused path only: the unfused graphs also depend on the context."""
+        every prompt size (~0.1 s each); run every other round size once, for one session and
+        uncaptured, so its kernels are compiled (~0.5 s each on first use) and its graphs,
+        captured when first met, cost 0.05–0.1 s each. The kernels depend on a round's size, not on
+        the batch or any length (kernels.py): after that nothing compiles a kernel, not even a
+        long prompt, which runs eagerly. Fused path only: the unfused graphs also depend on the
+        context."""
         if self.graphs is None or not self._fused:
             return
         graphs = self.graphs
         with self._on_own_gpu(), torch.inference_mode():  # as in forward_many, where graphs are met later
             for key in self._keys_ahead(new_tokens):
                 graphs.ready(key)
-            for key in self._round_keys(range(1, GRAPH_MAX_TOKENS + 1)):
-                if key not in graphs:
+            for q in range(1, GRAPH_MAX_TOKENS + 1):
+                if (key := GraphKey(1, q, self.kv.max_len)) not in graphs:
                     graphs.compile(key)
 
     def _keys_ahead(self, new_tokens: Iterable[int]) -> Iterator[GraphKey]:
-        yield from self._round_keys(new_tokens)
-        for size in sorted({prompt_size(n) for n in range(GRAPH_MAX_TOKENS + 1, PROMPT_GRAPH_MAX_TOKENS + 1)}):
-            if size <= self.kv.max_len:
-                yield GraphKey(1, size, self.kv.max_len, padded=True)
-
-    def _round_keys(self, new_tokens: Iterable[int]) -> Iterator[GraphKey]:
         largest = bucket(self.max_sessions, 1)
         for q in new_tokens:
             for batch in (2**i for i in range(largest.bit_length())):  # 1, 2, 4, ... largest
                 yield GraphKey(batch, q, self.kv.max_len)
+        for size in sorted({prompt_size(n) for n in range(GRAPH_MAX_TOKENS + 1, PROMPT_GRAPH_MAX_TOKENS + 1)}):
+            if size <= self.kv.max_len:
+                yield GraphKey(1, size, self.kv.max_len, padded=True)
 
     def _default_budget(self) -> int:
         if self.device.type != "cuda":
